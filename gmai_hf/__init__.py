@@ -1,0 +1,10 @@
+"""gmai-hf: GMAI-MMBench as a first-class Hugging Face dataset, metric and evaluation runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__version__ = "0.1.0"
+
+#: Folder of the bundled synthetic sample (official file format, made-up questions and images).
+SAMPLE_DIR: Path = Path(__file__).parent / "sample"

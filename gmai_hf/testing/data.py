@@ -23,10 +23,38 @@ from PIL import Image
 from gmai_hf import schema
 
 _CATEGORIES = (
-    "liver", "kidney", "spleen", "pancreas", "lung", "heart", "brain", "stomach", "colon",
-    "normal", "glaucoma", "diabetic retinopathy", "melanoma", "nevus", "pneumonia", "tumor",
-    "grasper", "scissors", "hook", "clipper", "male", "female", "mild", "moderate", "severe",
-    "femur", "tibia", "neutrophil", "lymphocyte", "malaria parasite", "None", "NA",
+    "liver",
+    "kidney",
+    "spleen",
+    "pancreas",
+    "lung",
+    "heart",
+    "brain",
+    "stomach",
+    "colon",
+    "normal",
+    "glaucoma",
+    "diabetic retinopathy",
+    "melanoma",
+    "nevus",
+    "pneumonia",
+    "tumor",
+    "grasper",
+    "scissors",
+    "hook",
+    "clipper",
+    "male",
+    "female",
+    "mild",
+    "moderate",
+    "severe",
+    "femur",
+    "tibia",
+    "neutrophil",
+    "lymphocyte",
+    "malaria parasite",
+    "None",
+    "NA",
 )
 
 _QUESTION_TEMPLATES = (
@@ -112,10 +140,8 @@ def iter_rows(
     """Like :func:`make_rows`, lazily (for files of many GB)."""
     rng = random.Random(seed)
     variants = [("RGB", "PNG"), ("L", "PNG"), ("RGBA", "PNG"), ("RGB", "JPEG")]
-    images = [
-        encode_image(make_image(rng, image_size, mode, noise), fmt)
-        for mode, fmt in (variants[i] if i < len(variants) else ("RGB", "PNG") for i in range(distinct_images))
-    ]
+    formats = [variants[i] if i < len(variants) else ("RGB", "PNG") for i in range(distinct_images)]
+    images = [encode_image(make_image(rng, image_size, mode, noise), fmt) for mode, fmt in formats]
     tasks = list(schema.CLINICAL_VQA_TASKS)
     departments = [*schema.DEPARTMENTS, None]
     for offset in range(n):
@@ -141,7 +167,8 @@ def iter_rows(
         row.update(
             category=texts[correct],
             clinical_vqa_task=task,
-            department=rng.choice(departments) if task == "Attribute Recognition" else rng.choice(departments[:-1]),
+            # Only some Attribute Recognition rows lack a department, as in the real data.
+            department=rng.choice(departments if task == "Attribute Recognition" else departments[:-1]),
             perceptual_granularity=granularity,
             modality=modality,
             original_task=f"synthetic_{task.split()[0].lower()}_{rng.randrange(5)}",

@@ -1,0 +1,83 @@
+"""``gmai-hf info``: what a data directory holds, from the metadata columns only (images are skipped)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from gmai_hf import schema
+
+HELP = "count questions per split, task, department, granularity and modality (never decodes images)"
+
+#: Breakdowns shown, in order.
+DIMENSIONS: tuple[str, ...] = ("clinical_vqa_task", "department", "perceptual_granularity", "modality")
+_NONE = "(none)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        help="folder holding the official TSVs (default: the files already downloaded from the Hub)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def summarize(paths: list[Path]) -> dict[str, Any]:
+    """Counts for one split's files: questions, per dimension, options-count histogram, answers present."""
+    from gmai_hf.builder import iter_rows
+
+    by: dict[str, Counter[str]] = {dimension: Counter() for dimension in DIMENSIONS}
+    options: Counter[int] = Counter()
+    questions = answered = 0
+    seen: dict[int, tuple[Path, int]] = {}
+    for path in paths:
+        for row in iter_rows(path, seen=seen, images=False):
+            questions += 1
+            answered += row["answer"] is not None
+            options[sum(row[letter] is not None for letter in schema.OPTION_LETTERS)] += 1
+            for dimension in DIMENSIONS:
+                by[dimension][row[dimension] or _NONE] += 1
+    return {
+        "files": [str(path) for path in paths],
+        "questions": questions,
+        "answers_present": answered,
+        "options_histogram": {str(k): options[k] for k in sorted(options)},
+        "by": {dimension: dict(counts.most_common()) for dimension, counts in by.items()},
+    }
+
+
+def _split_paths(data_dir: str | None) -> dict[str, list[Path]]:
+    from gmai_hf import builder, download
+
+    if data_dir is not None:
+        return {split: builder.local_split_files(data_dir, split) for split in schema.SPLITS}
+    return {split: download.cached_split_files(split) for split in schema.SPLITS}
+
+
+def main(args: argparse.Namespace) -> int:
+    paths = _split_paths(args.data_dir)
+    if not any(paths.values()):
+        where = args.data_dir or "the Hugging Face Hub cache"
+        print(
+            f"no GMAI-MMBench files in {where}; pass --data-dir (a folder with the official TSVs) "
+            "or run `gmai-hf prepare` to download them"
+        )
+        return 1
+    summary = {split: summarize(split_paths) for split, split_paths in paths.items() if split_paths}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    for split, info in summary.items():
+        answers = info["answers_present"]
+        print(f"{split}: {info['questions']} questions in {len(info['files'])} file(s)")
+        print(f"  answers present: {answers} of {info['questions']}" + (" (hidden)" if not answers else ""))
+        histogram = ", ".join(f"{k} options: {v}" for k, v in info["options_histogram"].items())
+        print(f"  {histogram}")
+        for dimension, counts in info["by"].items():
+            print(f"  per {dimension} ({len(counts)}):")
+            for value, count in counts.items():
+                print(f"    {count:6d}  {value}")
+    return 0

@@ -1,0 +1,118 @@
+"""The official files from the Hugging Face Hub, md5-verified.
+
+Used by the builder when no ``data_dir`` is given. The test repository is gated, so the user's
+token is passed through to ``huggingface_hub``. ``fetch`` is injectable so the whole path (names,
+repos, md5 checks, error messages) is testable without the Hub.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from gmai_hf import schema
+
+logger = logging.getLogger(__name__)
+
+#: ``fetch(repo_id, filename, token) -> local path``; the default downloads from the Hub.
+Fetch = Callable[[str, str, "str | bool | None"], "str | os.PathLike[str]"]
+
+_MD5_CHUNK = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class OfficialFile:
+    """One file of the official release: where it lives on the Hub and its md5."""
+
+    split: str
+    repo_id: str
+    filename: str
+    md5: str
+    part: int | None = None  # test part number (1-based); None for VAL
+
+
+def official_files(split: str) -> list[OfficialFile]:
+    """The official files making up ``split`` ("validation" or "test"), in order."""
+    if split == "validation":
+        return [OfficialFile(split, schema.VAL_REPO, schema.VAL_FILENAME, schema.VAL_MD5)]
+    if split == "test":
+        return [
+            OfficialFile(split, schema.TEST_REPO, schema.test_filename(part), schema.TEST_MD5[part], part)
+            for part in range(1, schema.TEST_PARTS + 1)
+        ]
+    raise ValueError(f"unknown split {split!r}; expected one of {schema.SPLITS}")
+
+
+def md5sum(path: str | os.PathLike[str]) -> str:
+    """Hex md5 of a file, streamed in chunks (files are many GB)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_MD5_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_md5(path: str | os.PathLike[str], expected: str) -> None:
+    """Raise ``ValueError`` naming the file and both sums when ``path`` is not the official file."""
+    actual = md5sum(path)
+    if actual != expected:
+        raise ValueError(
+            f"{path}: md5 mismatch: expected {expected}, got {actual}. The download is corrupt or "
+            "incomplete: delete the file and load again (the Hub cache re-downloads it)"
+        )
+
+
+def hub_fetch(repo_id: str, filename: str, token: str | bool | None = None) -> Path:
+    """Download ``filename`` from the dataset repo ``repo_id`` into the Hub cache."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, repo_type="dataset", token=token))
+    except GatedRepoError as error:
+        raise PermissionError(
+            f"{repo_id} is gated: accept its terms at https://huggingface.co/datasets/{repo_id} and pass "
+            "your token (`huggingface-cli login`, HF_TOKEN, or load_dataset(..., token=...)); "
+            "or download the files yourself and pass data_dir"
+        ) from error
+    except LocalEntryNotFoundError as error:
+        raise ConnectionError(
+            f"cannot download {filename} from the Hub dataset {repo_id} (offline, or no connection) and it "
+            "is not in the local Hub cache; connect (unset HF_HUB_OFFLINE), or pass data_dir with the files"
+        ) from error
+
+
+def download_split(
+    split: str,
+    *,
+    token: str | bool | None = None,
+    fetch: Fetch | None = None,
+    verify: bool = True,
+) -> list[Path]:
+    """Local paths of ``split``'s official files, fetched (default: from the Hub) and md5-verified."""
+    fetch = fetch or hub_fetch
+    paths = []
+    for official in official_files(split):
+        logger.info("fetching %s from %s", official.filename, official.repo_id)
+        path = Path(fetch(official.repo_id, official.filename, token))
+        if verify:
+            logger.info("verifying md5 of %s", path)
+            verify_md5(path, official.md5)
+        paths.append(path)
+    return paths
+
+
+def cached_split_files(split: str) -> list[Path]:
+    """``split``'s official files already in the local Hub cache (no network), in order."""
+    from huggingface_hub import try_to_load_from_cache
+
+    paths = []
+    for official in official_files(split):
+        cached = try_to_load_from_cache(official.repo_id, official.filename, repo_type="dataset")
+        if isinstance(cached, str):
+            paths.append(Path(cached))
+    return paths

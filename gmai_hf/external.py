@@ -1,0 +1,205 @@
+"""Read prediction files made elsewhere (VLMEvalKit's ``<model>_GMAI-MMBench_VAL.xlsx`` and kin).
+
+Only two columns matter, ``index`` and ``prediction`` (any case: VLMEvalKit lower-cases column
+names); everything else in the file (question, options, answer...) is ignored, because answers,
+options and tree columns come from the dataset itself. Values are read as text, without pandas'
+habit of turning ``None``/``NA``/``nan`` into missing values, so a prediction is scored as written.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+SUFFIXES: tuple[str, ...] = (".xlsx", ".tsv", ".csv", ".json", ".jsonl")
+REQUIRED_COLUMNS: tuple[str, ...] = ("index", "prediction")
+
+#: ``<model>_GMAI-MMBench_VAL.xlsx`` (VLMEvalKit's name for a model's prediction file).
+_VLMEVALKIT_NAME = re.compile(r"^(?P<model>.+?)_GMAI[-_]MMBench_(?P<split>VAL|TEST)", re.IGNORECASE)
+
+
+def model_name(path: str | Path) -> str:
+    """The model a VLMEvalKit prediction file is named after, else the file's stem."""
+    stem = Path(path).stem
+    found = _VLMEVALKIT_NAME.match(stem)
+    return found["model"] if found else stem
+
+
+def _rows_xlsx(path: Path) -> Iterator[list[Any]]:
+    from openpyxl import load_workbook
+
+    workbook = load_workbook(path, read_only=True, data_only=True)
+    try:
+        yield from (list(row) for row in workbook.worksheets[0].iter_rows(values_only=True))
+    finally:
+        workbook.close()
+
+
+def _rows_delimited(path: Path, delimiter: str) -> Iterator[list[Any]]:
+    csv.field_size_limit(1 << 30)
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        yield from csv.reader(handle, delimiter=delimiter)
+
+
+def _records_json(path: Path) -> list[dict[str, Any]]:
+    """Records from a JSON list of objects, or a dict of columns (pandas ``to_json`` orients)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(data, dict):
+        columns = {str(key): value for key, value in data.items()}
+        if all(isinstance(column, (dict, list)) for column in columns.values()):
+            keys = [list(c) if isinstance(c, dict) else list(range(len(c))) for c in columns.values()]
+            row_keys = keys[0] if keys else []
+            return [
+                {
+                    name: (column.get(key) if isinstance(column, dict) else column[key])
+                    for name, column in columns.items()
+                }
+                for key in row_keys
+            ]
+    if isinstance(data, list) and all(isinstance(item, dict) for item in data):
+        return data
+    raise ValueError(
+        f"{path}: JSON must be a list of objects with 'index' and 'prediction', or a dict of columns "
+        "(pandas DataFrame.to_json); found something else"
+    )
+
+
+def _records_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}, line {line_number}: not valid JSON ({error})") from error
+            if not isinstance(item, dict):
+                raise ValueError(f"{path}, line {line_number}: expected a JSON object per line")
+            yield item
+
+
+def _records_from_rows(rows: Iterable[list[Any]]) -> Iterator[dict[str, Any]]:
+    rows = iter(rows)
+    header = next(rows, None)
+    if header is None:
+        return
+    names = ["" if name is None else str(name) for name in header]
+    for row in rows:
+        if any(value not in (None, "") for value in row):
+            yield dict(zip(names, row, strict=False))
+
+
+def _index(value: Any, path: Path, row: int) -> int:
+    """An index as an int; xlsx gives floats (``12.0``), CSV gives text."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        number = math.nan
+    if not number.is_integer():
+        raise ValueError(f"{path}, row {row}: index {value!r} is not a whole number; fix or drop that row")
+    return int(number)
+
+
+def _prediction(value: Any) -> str:
+    """Predictions as text, as VLMEvalKit does (``astype(str)``); an empty cell is ``''``."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def read_predictions(path: str | Path) -> list[dict[str, Any]]:
+    """``[{"index": int, "prediction": str}, ...]`` from a prediction file, in file order.
+
+    Raises ``ValueError`` naming the file (and row) for an unknown format, a missing ``index`` or
+    ``prediction`` column, or an index that is not a whole number. Duplicates are the caller's
+    to judge (it knows the split).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such prediction file")
+    suffix = path.suffix.lower()
+    if suffix == ".xlsx":
+        records: Iterable[dict[str, Any]] = _records_from_rows(_rows_xlsx(path))
+    elif suffix in (".tsv", ".csv"):
+        records = _records_from_rows(_rows_delimited(path, "\t" if suffix == ".tsv" else ","))
+    elif suffix == ".json":
+        records = _records_json(path)
+    elif suffix == ".jsonl":
+        records = _records_jsonl(path)
+    else:
+        raise ValueError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(SUFFIXES)}")
+    out = []
+    columns: dict[str, str] | None = None
+    for row_number, record in enumerate(records, 2 if suffix in (".xlsx", ".tsv", ".csv") else 1):
+        if columns is None:
+            lower = {str(name).strip().lower(): name for name in record}
+            missing = [name for name in REQUIRED_COLUMNS if name not in lower]
+            if missing:
+                raise ValueError(
+                    f"{path}: no {' or '.join(repr(m) for m in missing)} column (found: "
+                    f"{', '.join(repr(str(name)) for name in record)}); a prediction file needs "
+                    "'index' (the question's index in the dataset) and 'prediction' (the model's raw answer)"
+                )
+            columns = {name: lower[name] for name in REQUIRED_COLUMNS}
+        out.append(
+            {
+                "index": _index(record.get(columns["index"]), path, row_number),
+                "prediction": _prediction(record.get(columns["prediction"])),
+            }
+        )
+    if columns is None:
+        raise ValueError(f"{path}: the file holds no predictions")
+    return out
+
+
+def join_with_split(
+    predictions: Sequence[Mapping[str, Any]],
+    questions: Sequence[Mapping[str, Any]],
+    *,
+    path: str | Path,
+    split: str,
+) -> tuple[dict[int, str], list[Mapping[str, Any]]]:
+    """Match a file's predictions to the split's questions by ``index``.
+
+    Returns ``(index -> prediction, the questions the file answers)``. A file may answer a subset
+    of the split (VLMEvalKit allows it); duplicates, indices not in the split and questions
+    without an answer are errors, each naming the file, the indices and what to do.
+    """
+    counts = Counter(int(p["index"]) for p in predictions)
+    duplicates = sorted(index for index, n in counts.items() if n > 1)
+    if duplicates:
+        raise ValueError(
+            f"{path}: {len(duplicates)} index(es) appear more than once (e.g. {_preview(duplicates)}); "
+            "keep one prediction per question"
+        )
+    by_index = {int(q["index"]): q for q in questions}
+    unknown = sorted(set(counts) - set(by_index))
+    if unknown:
+        raise ValueError(
+            f"{path}: {len(unknown)} index(es) are not in the {split} split (e.g. {_preview(unknown)}; "
+            f"the split has {len(by_index)} questions): check --split and --data-dir, or that the file "
+            "was made on this version of the benchmark"
+        )
+    answered = [by_index[index] for index in sorted(counts)]
+    no_answer = [int(q["index"]) for q in answered if not q.get("answer")]
+    if no_answer:
+        raise ValueError(
+            f"the {split} split has no answers for {len(no_answer)} of the file's questions (e.g. "
+            f"{_preview(no_answer)}): only the validation split can be scored; test predictions are sent "
+            "to the benchmark's organisers"
+        )
+    return {int(p["index"]): str(p["prediction"]) for p in predictions}, answered
+
+
+def _preview(indices: Sequence[int], shown: int = 5) -> str:
+    return ", ".join(map(str, indices[:shown])) + (", ..." if len(indices) > shown else "")

@@ -1,0 +1,191 @@
+"""``gmai-hf score``: prediction files made elsewhere give the same numbers as a run."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from gmai_hf import external, results, schema
+from gmai_hf.commands import score as score_command
+
+_STYLES = ("{letter}", "({letter}) {text}", "The answer is {letter}.", "{text}", "None", "I am not sure.")
+
+
+@pytest.fixture(scope="module")
+def questions(data_dir: Path) -> list[dict[str, Any]]:
+    return score_command.load_questions(data_dir, "validation")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, questions: list[dict[str, Any]]) -> Path:
+    """A run folder finished as the runner finishes one: raw answers -> build_records -> write_outputs."""
+    rng = random.Random(3)
+    raw = {}
+    for row in questions:
+        present = [letter for letter in schema.OPTION_LETTERS if row[letter] is not None]
+        letter = row["answer"] if rng.random() < 0.5 else rng.choice(present)
+        raw[row["index"]] = rng.choice(_STYLES).format(letter=letter, text=row[letter])
+    records = results.build_records(questions, raw)
+    run_dir = tmp_path_factory.mktemp("run")
+    info = {"model": "Tiny-VLM", "split": "validation", "selection": None, "mode": "generate"}
+    results.write_outputs(run_dir, records, info, "validation", questions)
+    return run_dir
+
+
+def vlmevalkit_frame(run_dir: Path, questions: list[dict[str, Any]]) -> pd.DataFrame:
+    """A run's predictions as VLMEvalKit keeps them: the TSV's columns minus image, plus prediction."""
+    raw = {r["index"]: r["prediction"] for r in map(json.loads, (run_dir / "predictions.jsonl").open())}
+    columns = [name for name in schema.FEATURE_NAMES if name != "image"]
+    frame = pd.DataFrame([{name: row[name] for name in columns} for row in questions])
+    frame = frame.rename(columns=schema.FEATURE_TO_OFFICIAL)
+    frame["prediction"] = frame["index"].map(raw)
+    return frame
+
+
+def scored(path: Path, data_dir: Path, out: Path, *extra: str) -> int:
+    parser = argparse.ArgumentParser()
+    score_command.add_arguments(parser)
+    return score_command.main(
+        parser.parse_args([str(path), "--data-dir", str(data_dir), "--output-dir", str(out), *extra])
+    )
+
+
+def _metric(run_dir: Path) -> dict[str, Any]:
+    output = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    output.pop("run")
+    return output
+
+
+def test_vlmevalkit_xlsx_of_a_run_scores_to_the_runs_numbers(
+    tmp_path: Path, data_dir: Path, run: Path, questions: list[dict[str, Any]]
+) -> None:
+    path = tmp_path / "Tiny-VLM_GMAI-MMBench_VAL.xlsx"
+    vlmevalkit_frame(run, questions).sample(frac=1, random_state=0).to_excel(
+        path, index=False
+    )  # any row order
+    out = tmp_path / "scored"
+    assert scored(path, data_dir, out) == 0
+    assert _metric(out) == _metric(run)
+    assert (out / "predictions.jsonl").read_text(encoding="utf-8") == (run / "predictions.jsonl").read_text(
+        encoding="utf-8"
+    )
+    info = json.loads((out / "results.json").read_text(encoding="utf-8"))["run"]
+    assert (info["model"], info["split"], info["mode"], info["selection"]) == (
+        "Tiny-VLM",
+        "validation",
+        "score",
+        None,
+    )
+    for name in ("report.md", "position_bias.png", "Tiny-VLM_GMAI-MMBench_VAL_department_acc.csv"):
+        assert (out / name).is_file()
+
+
+@pytest.mark.parametrize("suffix", [".tsv", ".csv", ".json", ".jsonl", ".columns.json"])
+def test_every_format_reads_the_same_predictions(
+    tmp_path: Path, run: Path, questions: list[dict[str, Any]], suffix: str
+) -> None:
+    frame = vlmevalkit_frame(run, questions)
+    path = tmp_path / f"Tiny-VLM_GMAI-MMBench_VAL{suffix}"
+    if suffix == ".tsv":
+        frame.to_csv(path, sep="\t", index=False, quoting=csv.QUOTE_ALL)  # VLMEvalKit's dump_tsv
+    elif suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif suffix == ".json":
+        frame.to_json(path, orient="records")
+    elif suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_json(path)  # pandas' default: a dict of columns
+    expected = [
+        {"index": int(i), "prediction": p} for i, p in zip(frame["index"], frame["prediction"], strict=True)
+    ]
+    assert external.read_predictions(path) == expected
+    assert "None" in {p["prediction"] for p in expected}  # kept as text, not read as missing
+
+
+def test_a_subset_of_the_split_is_scored_and_labelled(
+    tmp_path: Path, data_dir: Path, run: Path, questions
+) -> None:
+    frame = vlmevalkit_frame(run, questions).iloc[:15][["index", "prediction"]]
+    path = tmp_path / "half.jsonl"
+    frame.to_json(path, orient="records", lines=True)
+    out = tmp_path / "scored"
+    assert scored(path, data_dir, out) == 0
+    output = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert output["total"] == 15 and "15 of 40 questions" in output["run"]["selection"]
+    expected = [
+        r for r in map(json.loads, (run / "predictions.jsonl").open()) if r["index"] in set(frame["index"])
+    ]
+    assert output["correct"] == sum(r["hit"] for r in expected)
+
+
+def _write(path: Path, rows: list[dict[str, Any]]) -> Path:
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([{"idx": 0, "prediction": "A"}], "no 'index' column"),
+        ([{"index": 0, "answer": "A"}], "no 'prediction' column"),
+        (
+            [{"index": 0, "prediction": "A"}, {"index": 0, "prediction": "B"}],
+            "appear more than once (e.g. 0)",
+        ),
+        (
+            [{"index": 0, "prediction": "A"}, {"index": 4549, "prediction": "B"}],
+            "not in the validation split (e.g. 4549",
+        ),
+        ([{"index": "x1", "prediction": "A"}], "row 2: index 'x1' is not a whole number"),
+    ],
+)
+def test_bad_files_give_clear_errors(
+    tmp_path: Path, data_dir: Path, caplog: pytest.LogCaptureFixture, rows: list[dict[str, Any]], message: str
+) -> None:
+    path = _write(tmp_path / "preds.csv", rows)
+    assert scored(path, data_dir, tmp_path / "out") == 2
+    assert message in caplog.text and str(path) in caplog.text
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_test_split_cannot_be_scored(
+    tmp_path: Path, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _write(tmp_path / "Tiny-VLM_GMAI-MMBench_TEST.csv", [{"index": 0, "prediction": "A"}])
+    assert scored(path, data_dir, tmp_path / "out") == 2  # split inferred from the name
+    assert "test split has no answers" in caplog.text
+    caplog.clear()
+    assert scored(tmp_path / "preds.csv", data_dir, tmp_path / "out", "--split", "test") == 2
+    assert "test split has no answers" in caplog.text
+
+
+def test_split_questions_without_answers_are_refused(questions: list[dict[str, Any]]) -> None:
+    blind = [{**row, "answer": None} for row in questions[:3]]
+    with pytest.raises(ValueError, match="no answers for 3 of the file's questions"):
+        external.join_with_split(
+            [{"index": row["index"], "prediction": "A"} for row in blind],
+            blind,
+            path="f.csv",
+            split="validation",
+        )
+
+
+def test_xlsx_numbers_and_model_names(tmp_path: Path) -> None:
+    path = tmp_path / "InternVL2-8B_GMAI-MMBench_VAL.xlsx"
+    pd.DataFrame({"Index": [3.0, 7.0], "Prediction": [1.0, None]}).to_excel(path, index=False)
+    assert external.read_predictions(path) == [
+        {"index": 3, "prediction": "1"},
+        {"index": 7, "prediction": ""},
+    ]
+    assert external.model_name(path) == "InternVL2-8B"
+    assert external.model_name(tmp_path / "my_preds.jsonl") == "my_preds"
+    with pytest.raises(ValueError, match=r"unsupported file type '\.parquet'"):
+        external.read_predictions(_write(tmp_path / "p.parquet", [{"index": 0, "prediction": "A"}]))

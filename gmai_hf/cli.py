@@ -1,8 +1,8 @@
 """``gmai-hf``: one console script, one subcommand per stage.
 
 Each subcommand lives in its own module exposing ``HELP``, ``add_arguments(parser)`` and
-``main(args) -> int``; this file only dispatches, importing a module when its command runs, so
-``gmai-hf info`` never pays for importing torch.
+``main(args) -> int``; this file only dispatches. Command modules import torch and transformers
+inside functions, so building the parser costs only ``import datasets``.
 """
 
 from __future__ import annotations

@@ -184,8 +184,9 @@ def write_tsv(
 ) -> Path:
     """Write ``rows`` (feature-named dicts) as pandas ``to_csv(sep="\\t", index=False)`` would.
 
-    ``header`` lists official column names in file order; by default the official test header,
-    with ``answer`` after ``E`` when the rows carry one. Missing values become empty fields.
+    ``header`` lists column names in file order (official or VLMEvalKit's lower-cased ones); by
+    default the official test header, with ``answer`` after ``E`` when the rows carry one.
+    Missing values become empty fields.
     """
     path = Path(path)
     rows = iter(rows)
@@ -194,7 +195,8 @@ def write_tsv(
         header = list(schema.OFFICIAL_TEST_HEADER)
         if first is not None and "answer" in first:
             header.insert(header.index("E") + 1, "answer")
-    features = [schema.OFFICIAL_TO_FEATURE.get(name, name) for name in header]
+    to_feature = {**schema.OFFICIAL_TO_FEATURE, **{v: k for k, v in schema.VLMEVALKIT_NAME.items()}}
+    features = [to_feature.get(name, name) for name in header]
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
         writer.writerow(header)

@@ -1,0 +1,180 @@
+"""VLMEvalKit's exact answer matching, rule for rule, and a ``strict`` variant.
+
+The leaderboard's numbers come from VLMEvalKit's ``can_infer`` (``vlmeval/utils/matching_util.py``)
+run on the raw model output with no LLM judge: anything it cannot match counts as wrong. We
+reproduce it exactly so our accuracies are comparable, quirks included; ``strict=True`` drops
+the quirks that turn non-answers into letters (see :func:`match`).
+
+Rules of the default (``vlmevalkit``) matcher, in order:
+
+1. ``Failed to obtain answer via API`` anywhere: no match.
+2. One of VLMEvalKit's refusal strings anywhere: ``'Z'``.
+3. Replace each of ``.()[],:;!*#{}`` with a space and split on whitespace. If exactly one present
+   option letter occurs as a token (case-sensitive) and its first occurrence is among the last 4
+   tokens, that letter. If no present letter occurs but a token ``Z`` does: ``'Z'``.
+4. ``(?i)(?:correct\\s+)?answer\\s+is\\s+\\**([ABCD])\\**`` anywhere: its letter, upper-cased,
+   if it is a present option ("The answer is a lesion" -> A: no word boundary, any case).
+5. Option texts, lower-cased: if the output is no longer than twice their total length and
+   exactly one option text is a substring of it, that option.
+
+VLMEvalKit's ``VERBOSE``-only rule (a lone ``A`` in outputs of more than 3 tokens rejected) is off
+by default there and not reproduced here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from gmai_hf import schema
+
+MATCHING_MODES: tuple[str, ...] = ("vlmevalkit", "strict")
+
+API_FAILURE = "Failed to obtain answer via API"
+REFUSALS: tuple[str, ...] = (
+    "Sorry, I can't help with images of people yet.",
+    "I can't process this file.",
+    "I'm sorry, but without the image provided",
+    "Cannot determine the answer",
+)
+#: VLMEvalKit's answer for refusals: a letter no question has, so it is always wrong.
+REFUSAL_LETTER = "Z"
+
+_PUNCTUATION = str.maketrans(dict.fromkeys(".()[],:;!*#{}", " "))
+_ANSWER_IS = re.compile(r"(?i)(?:correct\s+)?answer\s+is\s+\**([ABCD])\**")
+# strict: the letter itself is case-sensitive and must end a word ("answer is a lesion" is no answer).
+_STRICT_ANSWER_IS = re.compile(r"(?i:(?:correct\s+)?answer\s+is\s+)\**([A-E])\**(?!\w)")
+# strict: the English article "A" ("A lesion is visible"), not the option letter ("A. liver", "(A)",
+# "A is correct", "A or B").
+_ARTICLE_A = re.compile(r"(?<!\S)A(?=\s+(?!(?:is|or|and|was|seems|appears|because|since)\b)[a-z])")
+_ALL_LETTERS: dict[str, str | None] = dict.fromkeys(schema.OPTION_LETTERS)
+
+Options = Mapping[str, str | None] | Sequence[str | None]
+
+
+def present_options(options: Options | None) -> dict[str, str | None]:
+    """The present options as ``{letter: text}`` in letter order.
+
+    ``options`` is a mapping letter -> text or a sequence of texts in letter order (A first);
+    ``None``, ``""`` and NaN mark absent options (what pandas' ``isna`` drops in VLMEvalKit).
+    ``options=None`` means unknown texts: every letter A-E counts as present, texts as ``None``
+    (so only letters can be matched).
+    """
+    if options is None:
+        return dict(_ALL_LETTERS)
+    if type(options) is list and len(options) <= len(schema.OPTION_LETTERS):  # the common case, inlined
+        return {
+            letter: text
+            for letter, text in zip(schema.OPTION_LETTERS, options, strict=False)
+            if text is not None and text != "" and text == text  # NaN != NaN
+        }
+    if isinstance(options, str):
+        raise TypeError(
+            f"options must be a list of option texts or a letter->text mapping, not the string {options!r}"
+        )
+    if isinstance(options, Mapping):
+        items = list(options.items())
+        for letter, _ in items:
+            if letter not in schema.OPTION_LETTERS:
+                raise ValueError(f"option letter {letter!r} is not one of {', '.join(schema.OPTION_LETTERS)}")
+        items.sort()
+    else:
+        if len(options) > len(schema.OPTION_LETTERS):
+            raise ValueError(
+                f"{len(options)} options given; GMAI-MMBench questions have at most "
+                f"{len(schema.OPTION_LETTERS)}"
+            )
+        items = list(zip(schema.OPTION_LETTERS, options, strict=False))
+    return {letter: str(text) for letter, text in items if text is not None and text != "" and text == text}
+
+
+def can_infer(prediction: str | None, options: Options | None) -> str | bool:
+    """VLMEvalKit's raw ``can_infer`` value: a present letter, ``'Z'`` (refusal) or ``False``."""
+    return _infer("" if prediction is None else str(prediction), present_options(options), strict=False)
+
+
+def match(prediction: str | None, options: Options | None, strict: bool = False) -> str | None:
+    """The present option letter ``prediction`` chooses, or ``None`` (no match, or a refusal).
+
+    Default: VLMEvalKit's exact matching. ``strict=True`` refuses its known false positives:
+
+    - an ``A`` used as the article (followed by a space and a lower-case word other than "is",
+      "or", "and", ...: "A lesion is visible") is not taken as option A by the letter rule;
+    - "answer is" needs an upper-case letter standing alone ("The answer is a lesion" is not A,
+      "answer is CT" is not C) and also reads E;
+    - option texts match as whole words only ("ct" is not in "structure", "male" not in
+      "female"), and of nested texts ("MRI" inside "T1 MRI") the longer one wins.
+
+    Strict departs from VLMEvalKit only where one of these quirks decided: it then gives no
+    match, or the option whose text the output names.
+    """
+    return match_choices(prediction, present_options(options), strict)
+
+
+def match_choices(
+    prediction: str | None, choices: Mapping[str, str | None], strict: bool = False
+) -> str | None:
+    """:func:`match` on options already normalised by :func:`present_options` (scoring's hot loop)."""
+    if prediction in choices:  # a bare present letter: every rule agrees, skip them
+        return prediction
+    choice = _infer("" if prediction is None else str(prediction), choices, strict)
+    return None if not choice or choice == REFUSAL_LETTER else choice
+
+
+def _infer(prediction: str, choices: Mapping[str, str | None], strict: bool) -> str | bool:
+    letter = _infer_option(prediction, choices, strict)
+    if letter or any(text is None for text in choices.values()):
+        return letter
+    return _infer_text(prediction, choices, strict)
+
+
+def _infer_option(prediction: str, choices: Mapping[str, str | None], strict: bool) -> str | bool:
+    if API_FAILURE in prediction:
+        return False
+    if any(refusal in prediction for refusal in REFUSALS):
+        return REFUSAL_LETTER
+    tokens = prediction.translate(_PUNCTUATION).split()
+    found = [letter for letter in choices if letter in tokens]
+    if len(found) == 1:
+        article = strict and found[0] == "A" and _ARTICLE_A.search(prediction)
+        if tokens.index(found[0]) > len(tokens) - 5 and not article:
+            return found[0]
+    elif not found and REFUSAL_LETTER in tokens:
+        return REFUSAL_LETTER
+    verbose = (_STRICT_ANSWER_IS if strict else _ANSWER_IS).search(prediction)
+    if verbose and verbose.group(1).upper() in choices:
+        return verbose.group(1).upper()
+    return False
+
+
+def _infer_text(prediction: str, choices: Mapping[str, str | None], strict: bool) -> str | bool:
+    answer = prediction.lower()
+    if len(answer) > 2 * sum(len(str(text)) for text in choices.values()):
+        return False
+    texts = {letter: str(text).lower() for letter, text in choices.items()}
+    if strict:
+        found = _whole_word_options(answer, texts)
+    else:
+        found = [letter for letter, text in texts.items() if text in answer]
+    return found[0] if len(found) == 1 else False
+
+
+def _whole_word_options(answer: str, texts: Mapping[str, str]) -> list[str]:
+    """Options whose text occurs as whole words, ignoring occurrences inside a longer option's."""
+    spans = {
+        letter: [m.span() for m in re.finditer(rf"(?<!\w){re.escape(text)}(?!\w)", answer)] if text else []
+        for letter, text in texts.items()
+    }
+    return [
+        letter
+        for letter, own in spans.items()
+        if any(
+            not any(
+                (a, b) != (c, d) and c <= a and b <= d
+                for other, theirs in spans.items()
+                if other != letter
+                for c, d in theirs
+            )
+            for a, b in own
+        )
+    ]

@@ -1,0 +1,154 @@
+"""The metric's pure core: overall, per-dimension and per-tree-node accuracy with Wilson intervals.
+
+One function, :func:`compute`, used both by the ``evaluate`` metric (``metrics/gmai_mmbench``) and by
+the runner, so a run's ``results.json`` and ``evaluate.load(...).compute(...)`` give the same numbers.
+Answers are extracted with :mod:`gmai_hf.matching` (VLMEvalKit's exact matching by default); an
+unmatched answer or a refusal scores as wrong and is counted in ``unmatched``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gmai_hf import schema
+from gmai_hf.matching import MATCHING_MODES, Options, match_choices, present_options
+from gmai_hf.tree import NONE_LABEL, nest
+
+#: Two-sided 95% normal quantile, for the Wilson score interval.
+Z95 = 1.959963984540054
+
+Column = Sequence[str | None] | None
+
+
+def wilson_interval(correct: int, total: int, z: float = Z95) -> list[float]:
+    """Wilson score interval of a proportion: unlike the normal approximation it stays inside
+    [0, 1] and is sensible for the small groups of the tree (a few questions per category)."""
+    if total <= 0:
+        raise ValueError(f"a confidence interval needs at least one question, got total={total}")
+    p = correct / total
+    denominator = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denominator
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
+    # the bounds are exactly 0 and 1 at the extremes; don't let rounding say 0.9999999999999999
+    return [0.0 if correct == 0 else centre - half, 1.0 if correct == total else centre + half]
+
+
+def compute(
+    predictions: Sequence[str | None],
+    references: Sequence[str] | None,
+    options: Sequence[Options | None] | None = None,
+    clinical_vqa_task: Column = None,
+    department: Column = None,
+    perceptual_granularity: Column = None,
+    modality: Column = None,
+    category: Column = None,
+    matching: str = "vlmevalkit",
+) -> dict[str, Any]:
+    """Score raw model outputs (or letters) against answer letters.
+
+    ``options``: per question its option texts in letter order (A first; absent ones left out or
+    ``None``) or a letter->text mapping; without them only letters can be matched. The five
+    dimension columns are optional; ``by[dim]`` is returned for each given one, and ``tree[view]``
+    for each given view when ``modality`` and ``category`` are given too. ``references=None``
+    (test split, answers hidden) returns only ``total`` and ``unmatched``, the rest ``None``.
+    Missing dimension values are grouped under :data:`gmai_hf.tree.NONE_LABEL`.
+    """
+    if matching not in MATCHING_MODES:
+        raise ValueError(f"unknown matching {matching!r}: choose one of {', '.join(MATCHING_MODES)}")
+    dimensions = {
+        "clinical_vqa_task": clinical_vqa_task,
+        "department": department,
+        "perceptual_granularity": perceptual_granularity,
+        "modality": modality,
+        "category": category,
+    }
+    total = len(predictions)
+    for name, column in {"references": references, "options": options, **dimensions}.items():
+        if column is not None and len(column) != total:
+            raise ValueError(
+                f"{name} has {len(column)} items but predictions has {total}: "
+                "give one per question, in the same order"
+            )
+    if not total:
+        raise ValueError("nothing to score: predictions is empty")
+    choices_per_question = [present_options(o) for o in (options if options is not None else [None] * total)]
+    strict = matching == "strict"
+    chosen = [match_choices(p, c, strict) for p, c in zip(predictions, choices_per_question, strict=True)]
+    result: dict[str, Any] = {
+        "accuracy": None,
+        "correct": None,
+        "total": total,
+        "unmatched": sum(c is None for c in chosen),
+        "by": None,
+        "tree": None,
+    }
+    if references is None:
+        return result
+    check_references(references, choices_per_question)
+    hits = [c == r for c, r in zip(chosen, references, strict=True)]
+    correct = sum(hits)
+    result["accuracy"] = correct / total
+    result["correct"] = correct
+    given = {
+        name: [NONE_LABEL if v is None or v == "" else v for v in column]  # tree.label, inlined: 130k calls
+        for name, column in dimensions.items()
+        if column is not None
+    }
+    result["by"] = {name: _groups(values, hits) for name, values in given.items()}
+    result["tree"] = {}
+    if "modality" in given and "category" in given:
+        for view in schema.TREE_VIEWS:
+            if view in given:
+                result["tree"][view] = _tree((given[view], given["modality"], given["category"]), hits)
+    return result
+
+
+def check_references(
+    references: Sequence[str | None], choices: Sequence[Mapping[str, str | None]] | None = None
+) -> None:
+    """Raise ``ValueError`` naming the first reference that is missing, not a letter A-E, or (given
+    each question's present ``choices``) not one of its options."""
+    for i, reference in enumerate(references):
+        if reference is None:
+            raise ValueError(
+                f"references[{i}] is None: every scored question needs its answer letter "
+                "(the test split's answers are hidden; score the validation split, or pass references=None)"
+            )
+        if reference not in schema.OPTION_LETTERS:
+            raise ValueError(
+                f"references[{i}] is {reference!r}, not an option letter: "
+                f"expected one of {', '.join(schema.OPTION_LETTERS)}"
+            )
+        if choices is not None and reference not in choices[i]:
+            raise ValueError(
+                f"references[{i}] is {reference!r} but question {i} has only options "
+                f"{', '.join(choices[i]) or '(none)'}: "
+                "check that options and references are in the same order"
+            )
+
+
+def _node(correct: int, total: int) -> dict[str, Any]:
+    return {"accuracy": correct / total, "correct": correct, "total": total}
+
+
+def _groups(values: Sequence[str], hits: Sequence[bool]) -> dict[str, dict[str, Any]]:
+    totals: Counter[str] = Counter()
+    corrects: Counter[str] = Counter()
+    for (value, hit), n in Counter(zip(values, hits, strict=True)).items():
+        totals[value] += n
+        corrects[value] += n * hit
+    return {
+        value: {**_node(corrects[value], n), "ci95": wilson_interval(corrects[value], n)}
+        for value, n in sorted(totals.items())
+    }
+
+
+def _tree(levels: Sequence[Sequence[str]], hits: Sequence[bool]) -> dict[str, dict[str, Any]]:
+    leaves: dict[tuple[str, ...], tuple[int, int]] = {}
+    for (*path, hit), n in Counter(zip(*levels, hits, strict=True)).items():
+        correct, total = leaves.get(tuple(path), (0, 0))
+        leaves[tuple(path)] = (correct + n * hit, total + n)
+    return nest(leaves, lambda stat: _node(*stat))

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from gmai_hf import schema
+from gmai_hf.tree import label
 
 HELP = "count questions per split, task, department, granularity and modality (never decodes images)"
 
 #: Breakdowns shown, in order.
 DIMENSIONS: tuple[str, ...] = ("clinical_vqa_task", "department", "perceptual_granularity", "modality")
-_NONE = "(none)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +39,7 @@ def summarize(paths: list[Path]) -> dict[str, Any]:
             answered += row["answer"] is not None
             options[sum(row[letter] is not None for letter in schema.OPTION_LETTERS)] += 1
             for dimension in DIMENSIONS:
-                by[dimension][row[dimension] or _NONE] += 1
+                by[dimension][label(row[dimension])] += 1
     return {
         "files": [str(path) for path in paths],
         "questions": questions,

@@ -1,0 +1,201 @@
+"""Any transformers image-text-to-text model: ``AutoProcessor`` + ``AutoModelForImageTextToText``.
+
+Each question becomes one user message (the image, then the prompt text), the processor's chat
+template is applied with the generation prompt, sequences are left-padded, and decoding is greedy.
+Inputs are prepared one question at a time in DataLoader workers and padded into batches here,
+so a batch can be split again (after an out-of-memory error) without preparing it twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from gmai_hf import schema
+from gmai_hf.backends.base import Backend, Prepared, Question, QuestionError
+
+logger = logging.getLogger(__name__)
+
+#: Processor outputs that are per-token sequences: left-padded; every other tensor is concatenated.
+SEQUENCE_KEYS = frozenset({"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"})
+
+DTYPES: tuple[str, ...] = ("auto", "bfloat16", "float16", "float32")
+
+
+class HFPreparer:
+    """Chat template + processor for one question (picklable: runs in DataLoader workers)."""
+
+    def __init__(self, processor: Any, max_positions: int | None, reserved_tokens: int) -> None:
+        self.processor = processor
+        self.max_positions = max_positions
+        self.reserved_tokens = reserved_tokens
+
+    def __call__(self, question: Question) -> Prepared:
+        messages = [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question.prompt}]}
+        ]
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        features = dict(self.processor(images=[question.image], text=text, return_tensors="pt"))
+        length = int(features["input_ids"].shape[1])
+        if self.max_positions and length + self.reserved_tokens > self.max_positions:
+            raise QuestionError(
+                f"prompt is {length} tokens; with {self.reserved_tokens} new tokens it exceeds the model's "
+                f"{self.max_positions} positions (lower --max-new-tokens or use a longer-context model)"
+            )
+        return Prepared(index=question.index, letters=tuple(question.options), features=features)
+
+
+def letter_token_ids(tokenizer: Any) -> dict[str, list[int]]:
+    """Token ids a model may emit for each option letter right after the generation prompt.
+
+    Depending on the tokenizer and the template, the letter comes as ``A`` or as `` A`` (with
+    its leading space, one token in byte-level BPE when merged, ``▁A`` in SentencePiece); every
+    single-token spelling that decodes to exactly the letter counts, and their probabilities add.
+    """
+    found: dict[str, list[int]] = {}
+    for letter in schema.OPTION_LETTERS:
+        candidates = set()
+        for text in (letter, " " + letter):
+            ids = tokenizer.encode(text, add_special_tokens=False)
+            if len(ids) == 1:
+                candidates.add(ids[0])
+        direct = tokenizer.convert_tokens_to_ids(letter)
+        if isinstance(direct, int) and direct != tokenizer.unk_token_id:
+            candidates.add(direct)
+        ids = sorted(i for i in candidates if tokenizer.decode([i]).strip() == letter)
+        if not ids:
+            raise ValueError(
+                f"the tokenizer has no single token for the option letter {letter!r}, which "
+                "--mode likelihood needs; use --mode generate with this model"
+            )
+        found[letter] = ids
+    return found
+
+
+class HFBackend(Backend):
+    """A transformers vision-language model on one device (one copy per process)."""
+
+    def __init__(
+        self,
+        model_id: str,
+        device: Any,
+        *,
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+        reserved_tokens: int = 1,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=trust_remote_code)
+        self.tokenizer = getattr(self.processor, "tokenizer", None)
+        if self.tokenizer is None or not (
+            getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
+        ):
+            raise ValueError(
+                f"{model_id}: the processor has no tokenizer or no chat template; the runner needs an "
+                "instruction-tuned image-text-to-text model whose processor defines a chat template"
+            )
+        self.tokenizer.padding_side = "left"
+        self.pad_token_id = self.tokenizer.pad_token_id
+        if self.pad_token_id is None:
+            self.pad_token_id = self.tokenizer.eos_token_id
+        self.dtype = self._resolve_dtype(dtype)
+        kwargs = {"dtype": self.dtype, "trust_remote_code": trust_remote_code}
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(
+                model_id, attn_implementation="sdpa", **kwargs
+            )
+        except ValueError as error:
+            if "sdpa" not in str(error).lower():
+                raise
+            logger.warning("%s does not support SDPA attention; using its default attention", model_id)
+            model = AutoModelForImageTextToText.from_pretrained(model_id, **kwargs)
+        self.model = model.to(self.device).eval()
+        text_config = self.model.config.get_text_config()
+        self.max_positions = getattr(text_config, "max_position_embeddings", None)
+        self.reserved_tokens = reserved_tokens
+        self.eos_token_id = self.model.generation_config.eos_token_id
+        self._letter_ids: dict[str, list[int]] | None = None
+
+    def _resolve_dtype(self, dtype: str) -> Any:
+        torch = self.torch
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown --dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+        if dtype == "auto":
+            on_gpu = self.device.type == "cuda"
+            return torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else torch.float32
+        return getattr(torch, dtype)
+
+    def preparer(self) -> HFPreparer:
+        return HFPreparer(self.processor, self.max_positions, self.reserved_tokens)
+
+    def collate(self, items: Sequence[Prepared]) -> dict[str, Any]:
+        """Left-pad the per-token tensors, concatenate the others, move all to the device."""
+        torch = self.torch
+        width = max(int(item.features["input_ids"].shape[1]) for item in items)
+        batch: dict[str, Any] = {}
+        for key, first in items[0].features.items():
+            if not isinstance(first, torch.Tensor):
+                raise TypeError(f"processor output {key!r} is not a tensor; this processor is not supported")
+            if key in SEQUENCE_KEYS:
+                fill = self.pad_token_id if key == "input_ids" else 0
+                rows = []
+                for item in items:
+                    row = item.features[key]
+                    pad = row.new_full((1, width - row.shape[1]), fill)
+                    rows.append(torch.cat([pad, row], dim=1))
+                value = torch.cat(rows)
+            else:
+                value = torch.cat([item.features[key] for item in items])
+                if value.is_floating_point():
+                    value = value.to(self.dtype)
+            batch[key] = value.to(self.device, non_blocking=True)
+        return batch
+
+    def generate(self, items: Sequence[Prepared], max_new_tokens: int) -> list[str]:
+        from transformers import GenerationConfig
+
+        batch = self.collate(items)
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=self.pad_token_id,
+            eos_token_id=self.eos_token_id,
+        )
+        with self.torch.inference_mode():
+            output = self.model.generate(**batch, generation_config=config)
+        new_tokens = output[:, batch["input_ids"].shape[1] :]
+        return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+    def score_letters(self, items: Sequence[Prepared]) -> list[str]:
+        torch = self.torch
+        if self._letter_ids is None:
+            self._letter_ids = letter_token_ids(self.tokenizer)
+        batch = self.collate(items)
+        with torch.inference_mode():
+            logits = self.model(**batch, logits_to_keep=1).logits[:, -1].float()
+        log_probs = logits.log_softmax(dim=-1)
+        choices = []
+        for row, item in zip(log_probs, items, strict=True):
+            scores = {
+                letter: torch.logsumexp(row[self._letter_ids[letter]], 0).item() for letter in item.letters
+            }
+            choices.append(max(scores, key=scores.__getitem__) if scores else "")
+        return choices
+
+    def is_out_of_memory(self, error: BaseException) -> bool:
+        return isinstance(error, self.torch.cuda.OutOfMemoryError)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "engine": "transformers",
+            "architecture": type(self.model).__name__,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": str(self.device),
+            "attention": getattr(self.model.config, "_attn_implementation", None),
+        }

@@ -1,0 +1,185 @@
+"""A run's outputs: prediction records, ``predictions.jsonl``, ``results.json``, ``submission.xlsx``.
+
+Both ``gmai-hf run`` and ``gmai-hf score`` finish through :func:`write_outputs`, so a run folder
+looks the same whichever produced it, and ``results.json`` holds exactly what the ``evaluate``
+metric returns (``scoring.compute``) plus the ``run`` description.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from gmai_hf import reports, schema, scoring
+from gmai_hf.matching import MATCHING_MODES, match
+
+logger = logging.getLogger(__name__)
+
+PREDICTIONS_FILE = "predictions.jsonl"
+RESULTS_FILE = "results.json"
+SUBMISSION_FILE = "submission.xlsx"
+
+#: Excel's limit on the characters of one cell; longer text is cut (and a warning logged).
+XLSX_MAX_CELL_CHARS = 32767
+
+
+def build_records(
+    questions: Iterable[Mapping[str, Any]],
+    predictions: Mapping[int, str | None],
+    errors: Mapping[int, str] | None = None,
+    matching: str = "vlmevalkit",
+) -> list[dict[str, Any]]:
+    """One record per question, in index order (the keys of a ``predictions.jsonl`` line).
+
+    ``questions``: dataset rows (feature names; ``image`` not needed). ``predictions``: index ->
+    raw model text. ``errors``: index -> why the question could not be answered (its prediction
+    is then empty and it scores as wrong). ``hit`` and ``answer`` are null without answers (test).
+    """
+    if matching not in MATCHING_MODES:
+        raise ValueError(f"unknown matching {matching!r}: choose one of {', '.join(MATCHING_MODES)}")
+    errors = errors or {}
+    records = []
+    missing = []
+    for row in sorted(questions, key=lambda r: int(r["index"])):
+        index = int(row["index"])
+        if index not in predictions and index not in errors:
+            missing.append(index)
+            continue
+        prediction = predictions.get(index) or ""
+        options = [row.get(letter) for letter in schema.OPTION_LETTERS]
+        choice = match(prediction, options, strict=matching == "strict")
+        answer = row.get("answer")
+        record = {
+            "index": index,
+            "prediction": prediction,
+            "choice": choice,
+            "answer": answer,
+            "hit": None if answer is None else choice == answer,
+            **{column: row.get(column) for column in schema.TREE_COLUMNS},
+            "error": errors.get(index),
+        }
+        records.append(record)
+    if missing:
+        raise ValueError(
+            f"no prediction for {len(missing)} question(s) (indices {_preview(missing)}): "
+            "give one per selected question"
+        )
+    return records
+
+
+def _preview(indices: Sequence[int], shown: int = 10) -> str:
+    text = ", ".join(map(str, indices[:shown]))
+    return text + (", ..." if len(indices) > shown else "")
+
+
+def compute_results(
+    records: Sequence[Mapping[str, Any]],
+    questions: Mapping[int, Mapping[str, Any]],
+    split: str,
+    matching: str = "vlmevalkit",
+) -> dict[str, Any]:
+    """``scoring.compute`` on the records: the metric's output for the run (answers hidden in test)."""
+    rows = [questions[int(r["index"])] for r in records]
+    references = [r["answer"] for r in records] if split != "test" else None
+    return scoring.compute(
+        predictions=[r["prediction"] for r in records],
+        references=references,
+        options=[[row.get(letter) for letter in schema.OPTION_LETTERS] for row in rows],
+        **{dim: [r.get(dim) for r in records] for dim in schema.BREAKDOWN_DIMENSIONS},
+        matching=matching,
+    )
+
+
+def write_outputs(
+    output_dir: str | Path,
+    records: Sequence[Mapping[str, Any]],
+    run_info: Mapping[str, Any],
+    split: str,
+    questions: Iterable[Mapping[str, Any]],
+    matching: str = "vlmevalkit",
+) -> list[Path]:
+    """Write predictions.jsonl, results.json, submission.xlsx (test only) and the reports.
+
+    ``questions``: the dataset rows the records answer (question and option texts are needed
+    for text matching and for the submission file). Returns the paths written.
+    """
+    if split not in schema.SPLITS:
+        raise ValueError(f"unknown split {split!r}: choose one of {', '.join(schema.SPLITS)}")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    by_index = {int(row["index"]): row for row in questions}
+    absent = [int(r["index"]) for r in records if int(r["index"]) not in by_index]
+    if absent:
+        raise ValueError(
+            f"records for indices {_preview(absent)} have no question row: pass the dataset's rows"
+        )
+    results = {**compute_results(records, by_index, split, matching), "run": dict(run_info)}
+    paths = [
+        _write_atomic(output_dir / PREDICTIONS_FILE, "".join(json.dumps(r) + "\n" for r in records)),
+        _write_atomic(output_dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n"),
+    ]
+    if split == "test":
+        paths.append(write_submission(output_dir / SUBMISSION_FILE, records, by_index))
+    paths += reports.write_reports([output_dir], output_dir)
+    return paths
+
+
+def _write_atomic(path: Path, text: str) -> Path:
+    """Write via a temporary file and rename, so a crash never leaves half a file behind."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _cell_text(value: Any, where: str) -> Any:
+    """A value Excel keeps as typed: illegal control characters dropped, over-long text cut."""
+    if not isinstance(value, str):
+        return value
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+    text = ILLEGAL_CHARACTERS_RE.sub("", value)
+    if len(text) > XLSX_MAX_CELL_CHARS:
+        logger.warning("%s: %d characters, cut to Excel's limit of %d", where, len(text), XLSX_MAX_CELL_CHARS)
+        text = text[:XLSX_MAX_CELL_CHARS]
+    return text
+
+
+def write_submission(
+    path: str | Path, records: Sequence[Mapping[str, Any]], questions: Mapping[int, Mapping[str, Any]]
+) -> Path:
+    """The organisers' file: the official TSV columns (original names, no ``image``) + ``prediction``.
+
+    Rows in index order. Every text is written as a string cell: a prediction such as ``=A`` or
+    a URL stays literal text (not a formula or a hyperlink), and nothing is silently dropped.
+    """
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+
+    path = Path(path)
+    header = [name for name in schema.OFFICIAL_TEST_HEADER if name != "image"]
+    if any(questions[int(r["index"])].get("answer") is not None for r in records):
+        header.insert(header.index("E") + 1, "answer")
+    workbook = Workbook(write_only=True)
+    sheet = workbook.create_sheet("Sheet1")
+    sheet.append([*header, "prediction"])
+    for record in sorted(records, key=lambda r: int(r["index"])):
+        row = questions[int(record["index"])]
+        values = [row.get(schema.OFFICIAL_TO_FEATURE[name]) for name in header] + [record["prediction"]]
+        cells = []
+        for name, value in zip([*header, "prediction"], values, strict=True):
+            cell = WriteOnlyCell(
+                sheet, value=_cell_text(value, f"{path}, question {record['index']}, {name}")
+            )
+            if isinstance(cell.value, str):
+                cell.data_type = "s"
+            cells.append(cell)
+        sheet.append(cells)
+    tmp = path.with_name(path.name + ".tmp")
+    workbook.save(tmp)
+    os.replace(tmp, path)
+    return path

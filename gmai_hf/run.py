@@ -1,0 +1,173 @@
+"""Evaluate a vision-language model on GMAI-MMBench: batched, sharded over processes, resumable.
+
+The same flags work as ``gmai-hf run``, ``python -m gmai_hf.run`` and
+``accelerate launch [--num_processes N] -m gmai_hf.run`` (or ``torchrun``). Heavy libraries
+(torch, transformers) are imported only when a run starts, so ``gmai-hf --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gmai_hf import SAMPLE_DIR, prompts, schema
+from gmai_hf.backends.hf import DTYPES
+from gmai_hf.runner import MODES, RunConfig
+
+HELP = "evaluate a model (or the random baseline) on GMAI-MMBench, resumably, on any number of processes"
+
+#: ``--flag`` -> ``tree.select`` argument.
+SELECTION_FLAGS: dict[str, str] = {
+    "--clinical-vqa-task": "clinical_vqa_task",
+    "--department": "department",
+    "--perceptual-granularity": "perceptual_granularity",
+    "--modality": "modality",
+    "--category": "category",
+    "--keywords": "keywords",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="a transformers image-text-to-text model (Hub id or local folder) with a chat template, "
+        "or 'random' for the seeded uniform-guess baseline (the leaderboard's Random row; loads no model)",
+    )
+    data = parser.add_mutually_exclusive_group()
+    data.add_argument(
+        "--data-dir",
+        help="folder holding the official TSV files (default: download them from the Hugging Face Hub)",
+    )
+    data.add_argument(
+        "--sample",
+        action="store_true",
+        help="use the bundled synthetic sample (gmai_hf/sample; made-up questions): nothing to download",
+    )
+    parser.add_argument(
+        "--split",
+        choices=schema.SPLITS,
+        default="validation",
+        help="validation (answers known: scored) or test (answers hidden: writes submission.xlsx)",
+    )
+    selection = parser.add_argument_group(
+        "selection", "evaluate a slice of the lexical tree (values combine with 'or', flags with 'and')"
+    )
+    for flag, name in SELECTION_FLAGS.items():
+        what = (
+            "words found in the question or an option (case-insensitive)" if name == "keywords" else "values"
+        )
+        selection.add_argument(
+            flag, dest=name, nargs="+", action="extend", metavar="VALUE", help=f"{name} {what}"
+        )
+    parser.add_argument(
+        "--limit", type=int, help="evaluate only the first N selected questions (index order)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="questions per forward pass per process (default 8; halved on out-of-memory)",
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=32,
+        help="generation length limit in --mode generate (default 32)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default="generate",
+        help="generate: greedy answer text, matched like VLMEvalKit; likelihood: one forward pass, "
+        "the present option letter with the highest next-token probability "
+        "(no generation, nothing unmatched)",
+    )
+    parser.add_argument(
+        "--prompt",
+        choices=prompts.PROMPT_STYLES,
+        default="vlmevalkit",
+        help="vlmevalkit: 'Question: ... Options: ... Please select the correct answer from the options "
+        "above.'; llava: question, options, "
+        "'Answer with the option's letter from the given choices directly.'",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="auto",
+        help="model weights' dtype (auto: bfloat16 on a GPU that supports it, else float32)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random baseline (default 0)")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow the model's own Python code from the Hub to run "
+        "(off by default: only for models you trust)",
+    )
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        help="DataLoader workers per process that decode and preprocess images (default: from the CPU count)",
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        required=True,
+        help="where answers, predictions.jsonl, results.json, report.md (and submission.xlsx) go; "
+        "rerunning the same command resumes there",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The :class:`RunConfig` the parsed flags describe."""
+    selection = {
+        name: list(getattr(args, name)) for name in SELECTION_FLAGS.values() if getattr(args, name, None)
+    }
+    return RunConfig(
+        model=args.model,
+        output_dir=args.output_dir,
+        data_dir=str(SAMPLE_DIR) if args.sample else args.data_dir,
+        split=args.split,
+        selection=selection,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        mode=args.mode,
+        prompt=args.prompt,
+        dtype=args.dtype,
+        seed=args.seed,
+        trust_remote_code=args.trust_remote_code,
+        num_workers=args.num_workers,
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    from gmai_hf import runner
+
+    try:
+        config = config_from_args(args)
+        return runner.run(config)
+    except (ValueError, FileNotFoundError) as error:
+        logging.getLogger("gmai_hf.run").error("%s", error)
+        return 2
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """``python -m gmai_hf.run`` / ``accelerate launch -m gmai_hf.run``: one process of a run."""
+    parser = argparse.ArgumentParser(prog="python -m gmai_hf.run", description=HELP)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    main_process = os.environ.get("RANK", "0") == "0"
+    logging.basicConfig(
+        level=logging.INFO if main_process else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

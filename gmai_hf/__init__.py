@@ -10,6 +10,9 @@ __version__ = "0.1.0"
 SAMPLE_DIR: Path = Path(__file__).parent / "sample"
 
 # Importing the package registers the ``gmai_mmbench`` dataset builder with ``datasets``.
+from gmai_hf.builder import load_split  # noqa: E402
 from gmai_hf.builder import register as _register  # noqa: E402
 
 _register()
+
+__all__ = ["SAMPLE_DIR", "__version__", "load_split"]

@@ -366,10 +366,10 @@ def load_questions(config: RunConfig) -> Any:
     """The selected questions of the split, as a ``datasets.Dataset`` (images not decoded)."""
     import datasets
 
-    import gmai_hf  # noqa: F401  (registers the "gmai_mmbench" builder)
     from gmai_hf import tree
+    from gmai_hf.builder import load_split
 
-    ds = datasets.load_dataset("gmai_mmbench", data_dir=config.data_dir, split=config.split)
+    ds = load_split(config.split, config.data_dir)
     if config.selection:
         ds = tree.select(ds, **config.selection)
     if config.limit is not None:

@@ -100,3 +100,22 @@ def test_offline_error_says_what_to_do() -> None:
     # conftest sets HF_HUB_OFFLINE=1 and an empty Hub cache: the real hf_hub_download fails locally.
     with pytest.raises(ConnectionError, match=r"cannot download GMAI-MMBench_VAL\.tsv .* pass data_dir"):
         download.hub_fetch(schema.VAL_REPO, schema.VAL_FILENAME)
+
+
+def test_gated_test_repo_does_not_block_validation(
+    hub: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Config "all" without a token still gives validation; asking for test then says what to do."""
+
+    def fetch(repo_id: str, filename: str, token: object = None) -> Path:
+        if repo_id == schema.TEST_REPO:
+            raise PermissionError(f"{repo_id} is gated: accept its terms")
+        return hub["dir"] / filename
+
+    monkeypatch.setattr(download, "hub_fetch", fetch)
+    cache = str(tmp_path / "c")
+    assert len(datasets.load_dataset("gmai_mmbench", split="validation", cache_dir=cache)) == 12
+    with pytest.raises(PermissionError, match="gated.*load configuration 'test'"):
+        datasets.load_dataset("gmai_mmbench", split="test", cache_dir=cache)
+    with pytest.raises(PermissionError, match="is gated: accept its terms"):
+        datasets.load_dataset("gmai_mmbench", "test", split="test", cache_dir=cache)

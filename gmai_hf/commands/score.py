@@ -61,14 +61,9 @@ def split_for(path: Path) -> str:
 
 def load_questions(data_dir: Path | None, split: str) -> list[dict[str, Any]]:
     """The split's rows without images (only text, answers and tree columns are needed)."""
-    import datasets
+    from gmai_hf.builder import load_split
 
-    import gmai_hf  # noqa: F401  (registers the gmai_mmbench builder)
-
-    dataset = datasets.load_dataset(
-        "gmai_mmbench", split, data_dir=str(data_dir) if data_dir else None, split=split
-    )
-    return dataset.remove_columns("image").to_list()
+    return load_split(split, data_dir).remove_columns("image").to_list()
 
 
 def score(

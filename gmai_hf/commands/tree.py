@@ -60,13 +60,11 @@ def draw(tree: dict[str, dict[str, Any]], prefix: str = "") -> Iterator[str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    import datasets
-
-    import gmai_hf  # noqa: F401  (registers the gmai_mmbench builder)
+    from gmai_hf.builder import load_split
     from gmai_hf.tree import build_tree
 
     try:
-        ds = datasets.load_dataset("gmai_mmbench", data_dir=args.data_dir, split=args.split)
+        ds = load_split(args.split, args.data_dir)
     except (FileNotFoundError, ValueError) as error:
         print(f"gmai-hf tree: cannot load the {args.split} split: {error}", file=sys.stderr)
         return 2

@@ -115,7 +115,7 @@ def test_gated_test_repo_does_not_block_validation(
     monkeypatch.setattr(download, "hub_fetch", fetch)
     cache = str(tmp_path / "c")
     assert len(datasets.load_dataset("gmai_mmbench", split="validation", cache_dir=cache)) == 12
-    with pytest.raises(PermissionError, match="gated.*load configuration 'test'"):
+    with pytest.raises(PermissionError, match=r"gated.*load configuration 'test'"):
         datasets.load_dataset("gmai_mmbench", split="test", cache_dir=cache)
-    with pytest.raises(PermissionError, match="is gated: accept its terms"):
+    with pytest.raises(PermissionError, match=r"is gated: accept its terms"):
         datasets.load_dataset("gmai_mmbench", "test", split="test", cache_dir=cache)

@@ -1,4 +1,4 @@
-"""Backends: tiny LLaVA and Gemma 3 through the transformers backend, and the random baseline."""
+"""Backends: tiny LLaVA, Gemma 3 and Idefics3 through the transformers backend, and the random baseline."""
 
 from __future__ import annotations
 
@@ -52,10 +52,14 @@ def test_batched_equals_one_at_a_time(hf_backend: HFBackend) -> None:
 def test_prompt_goes_through_the_chat_template(hf_backend: HFBackend) -> None:
     question = _questions(1)[0]
     item = hf_backend.preparer()(question)
-    text = hf_backend.tokenizer.decode(item.features["input_ids"][0])
+    ids = item.features["input_ids"][0].tolist()
+    text = hf_backend.tokenizer.decode(ids)
     assert question.prompt.strip() in text
-    expected_end = "ASSISTANT:" if "Llava" in type(hf_backend.model).__name__ else "<start_of_turn>model\n"
+    generation_prompt = {"Llava": "ASSISTANT:", "Gemma3": "<start_of_turn>model\n", "Idefics3": "Assistant:"}
+    expected_end = generation_prompt[type(hf_backend.model).__name__.removesuffix("ForConditionalGeneration")]
     assert text.endswith(expected_end)
+    # a template that writes BOS itself (Gemma 3, whose tokenizer also adds one) must not get two
+    assert ids.count(hf_backend.tokenizer.bos_token_id) <= 1
 
 
 def test_letter_tokens_decode_to_their_letter(hf_backend: HFBackend) -> None:

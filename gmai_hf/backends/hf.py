@@ -8,6 +8,7 @@ so a batch can be split again (after an out-of-memory error) without preparing i
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -17,8 +18,19 @@ from gmai_hf.backends.base import Backend, Prepared, Question, QuestionError
 
 logger = logging.getLogger(__name__)
 
-#: Processor outputs that are per-token sequences: left-padded; every other tensor is concatenated.
-SEQUENCE_KEYS = frozenset({"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"})
+#: Processor outputs whose dimension 1 runs over the tokens: left-padded to the longest prompt
+#: (``input_ids`` with the pad token, the others with 0). Mllama's ``cross_attention_mask`` is
+#: ``(batch, tokens, images, tiles)``.
+SEQUENCE_KEYS = frozenset(
+    {"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids", "cross_attention_mask"}
+)
+
+#: Processors that build the model's prompt format themselves and define no chat template
+#: (PaliGemma: image tokens, BOS, the prompt, then a newline); they get the bare prompt text.
+SELF_FORMATTING_PROCESSORS = frozenset({"PaliGemmaProcessor"})
+
+#: Processor outputs meant for training (PaliGemma always returns ``labels``); never passed on.
+TRAINING_KEYS = frozenset({"labels"})
 
 DTYPES: tuple[str, ...] = ("auto", "bfloat16", "float16", "float32")
 
@@ -26,17 +38,36 @@ DTYPES: tuple[str, ...] = ("auto", "bfloat16", "float16", "float32")
 class HFPreparer:
     """Chat template + processor for one question (picklable: runs in DataLoader workers)."""
 
-    def __init__(self, processor: Any, max_positions: int | None, reserved_tokens: int) -> None:
+    def __init__(
+        self, processor: Any, max_positions: int | None, reserved_tokens: int, use_chat_template: bool = True
+    ) -> None:
         self.processor = processor
         self.max_positions = max_positions
         self.reserved_tokens = reserved_tokens
+        self.use_chat_template = use_chat_template
 
     def __call__(self, question: Question) -> Prepared:
-        messages = [
-            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question.prompt}]}
-        ]
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        features = dict(self.processor(images=[question.image], text=text, return_tensors="pt"))
+        kwargs: dict[str, Any] = {}
+        if self.use_chat_template:
+            messages = [
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question.prompt}]}
+            ]
+            text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            # as ``processor.apply_chat_template(tokenize=True)`` does: a template that writes the BOS
+            # token itself (Gemma 3, Llama 3) must not get a second one from the tokenizer
+            bos = getattr(getattr(self.processor, "tokenizer", None), "bos_token", None)
+            if bos and text.startswith(bos):
+                kwargs["add_special_tokens"] = False
+        else:
+            # the image placeholder first, the rest is the processor's job
+            text = f"{getattr(self.processor, 'image_token', '')}{question.prompt}"
+        # images nested per sample (one list per text), the form every processor accepts
+        features = dict(self.processor(images=[[question.image]], text=[text], return_tensors="pt", **kwargs))
+        for key in [
+            key for key, value in features.items() if key in TRAINING_KEYS or not hasattr(value, "shape")
+        ]:
+            # training targets, and lists of per-image metadata some processors add (not model inputs)
+            del features[key]
         length = int(features["input_ids"].shape[1])
         if self.max_positions and length + self.reserved_tokens > self.max_positions:
             raise QuestionError(
@@ -92,12 +123,16 @@ class HFBackend(Backend):
         self.device = torch.device(device)
         self.processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=trust_remote_code)
         self.tokenizer = getattr(self.processor, "tokenizer", None)
-        if self.tokenizer is None or not (
+        if self.tokenizer is None:
+            raise ValueError(f"{model_id}: the processor has no tokenizer; the runner needs one")
+        self.use_chat_template = bool(
             getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
-        ):
+        )
+        if not self.use_chat_template and type(self.processor).__name__ not in SELF_FORMATTING_PROCESSORS:
             raise ValueError(
-                f"{model_id}: the processor has no tokenizer or no chat template; the runner needs an "
-                "instruction-tuned image-text-to-text model whose processor defines a chat template"
+                f"{model_id}: the processor ({type(self.processor).__name__}) has no chat template; the "
+                "runner needs an instruction-tuned image-text-to-text model whose processor defines one "
+                f"(or one that formats prompts itself: {', '.join(sorted(SELF_FORMATTING_PROCESSORS))})"
             )
         self.tokenizer.padding_side = "left"
         self.pad_token_id = self.tokenizer.pad_token_id
@@ -119,6 +154,8 @@ class HFBackend(Backend):
         self.max_positions = getattr(text_config, "max_position_embeddings", None)
         self.reserved_tokens = reserved_tokens
         self.eos_token_id = self.model.generation_config.eos_token_id
+        forward = inspect.signature(self.model.forward).parameters
+        self.keeps_logits = "logits_to_keep" in forward
         self._letter_ids: dict[str, list[int]] | None = None
 
     def _resolve_dtype(self, dtype: str) -> Any:
@@ -131,28 +168,49 @@ class HFBackend(Backend):
         return getattr(torch, dtype)
 
     def preparer(self) -> HFPreparer:
-        return HFPreparer(self.processor, self.max_positions, self.reserved_tokens)
+        return HFPreparer(self.processor, self.max_positions, self.reserved_tokens, self.use_chat_template)
 
     def collate(self, items: Sequence[Prepared]) -> dict[str, Any]:
-        """Left-pad the per-token tensors, concatenate the others, move all to the device."""
+        """Batch the items' processor outputs and move them to the device.
+
+        Per-token tensors (:data:`SEQUENCE_KEYS`) are left-padded along the tokens. Any other tensor
+        is concatenated along dimension 0; where the items' shapes differ beyond it (the number of
+        image tiles or crops depends on the image's size in Idefics3 / SmolVLM, LLaVA-NeXT and
+        Mllama), it is zero-padded at the end, as the processors themselves pad a batch: those
+        models skip all-zero tiles or use ``image_sizes`` / masks to ignore the padding.
+        """
         torch = self.torch
-        width = max(int(item.features["input_ids"].shape[1]) for item in items)
         batch: dict[str, Any] = {}
         for key, first in items[0].features.items():
-            if not isinstance(first, torch.Tensor):
-                raise TypeError(f"processor output {key!r} is not a tensor; this processor is not supported")
-            if key in SEQUENCE_KEYS:
-                fill = self.pad_token_id if key == "input_ids" else 0
-                rows = []
-                for item in items:
-                    row = item.features[key]
-                    pad = row.new_full((1, width - row.shape[1]), fill)
-                    rows.append(torch.cat([pad, row], dim=1))
-                value = torch.cat(rows)
-            else:
-                value = torch.cat([item.features[key] for item in items])
-                if value.is_floating_point():
-                    value = value.to(self.dtype)
+            values = [item.features.get(key) for item in items]
+            if not all(isinstance(value, torch.Tensor) for value in values):
+                raise TypeError(f"processor output {key!r} is not a tensor in every item; not supported")
+            if len({value.dim() for value in values}) != 1:
+                raise ValueError(f"processor output {key!r} has a different number of dimensions per item")
+            shape = [max(int(value.shape[d]) for value in values) for d in range(first.dim())]
+            sequence = key in SEQUENCE_KEYS or (
+                # an unknown per-token mask or id tensor: as long as the prompt in every item
+                key.endswith(("_mask", "_ids"))
+                and first.dim() >= 2
+                and all(
+                    value.shape[1] == item.features["input_ids"].shape[1]
+                    for value, item in zip(values, items, strict=True)
+                )
+            )
+            fill = self.pad_token_id if key == "input_ids" else 0
+            rows = []
+            for value in values:
+                if list(value.shape[1:]) != shape[1:]:
+                    padded = value.new_full((value.shape[0], *shape[1:]), fill)
+                    region = [slice(None)] + [slice(0, int(size)) for size in value.shape[1:]]
+                    if sequence:  # left padding: the prompt ends at the last position
+                        region[1] = slice(shape[1] - int(value.shape[1]), shape[1])
+                    padded[tuple(region)] = value
+                    value = padded
+                rows.append(value)
+            value = torch.cat(rows)
+            if value.is_floating_point():
+                value = value.to(self.dtype)
             batch[key] = value.to(self.device, non_blocking=True)
         return batch
 
@@ -178,7 +236,8 @@ class HFBackend(Backend):
             self._letter_ids = letter_token_ids(self.tokenizer)
         batch = self.collate(items)
         with torch.inference_mode():
-            logits = self.model(**batch, logits_to_keep=1).logits[:, -1].float()
+            keep = {"logits_to_keep": 1} if self.keeps_logits else {}
+            logits = self.model(**batch, **keep).logits[:, -1].float()
         log_probs = logits.log_softmax(dim=-1)
         choices = []
         for row, item in zip(log_probs, items, strict=True):

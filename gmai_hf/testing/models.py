@@ -39,6 +39,15 @@ GEMMA3_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
 )
 
+#: SmolVLM's (Idefics3) turn format: ``<|im_start|>User:<image>...<end_of_utterance>\nAssistant:``.
+IDEFICS3_CHAT_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
+    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'text' %}{{ item['text'] }}"
+    "{% elif item['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+
 #: Side of the (square) input image; with 14-pixel patches that is 2 x 2 image tokens.
 IMAGE_SIZE = 28
 PATCH_SIZE = 14
@@ -178,8 +187,10 @@ def build_tiny_gemma3(path: str | Path, seed: int = 0) -> Path:
         "eoi_token": "<end_of_image>",
         "image_token": "<image_soft_token>",
     }
+    # like Gemma 3's own tokenizer, it adds BOS and the template writes it too: the backend must
+    # not double it
     tokenizer = train_tokenizer(
-        [*tokens.values(), "<start_of_turn>", "<end_of_turn>"], tokens, add_bos_token=False
+        [*tokens.values(), "<start_of_turn>", "<end_of_turn>"], tokens, add_bos_token=True
     )
     tokens_per_image = (IMAGE_SIZE // PATCH_SIZE) ** 2
     processor = Gemma3Processor(
@@ -209,6 +220,60 @@ def build_tiny_gemma3(path: str | Path, seed: int = 0) -> Path:
     return _save(path, processor, lambda: Gemma3ForConditionalGeneration(config), seed, torch)
 
 
+def build_tiny_idefics3(path: str | Path, seed: int = 0) -> Path:
+    """A tiny Idefics3 (SmolVLM's architecture: SigLIP-like vision tower + Llama, pixel shuffle).
+
+    Images are split into tiles (up to 2 x 2 of 28 px, plus the whole image), so the number of
+    tiles and image tokens depends on the image's size, as in SmolVLM.
+    """
+    import torch
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessorPil,
+        Idefics3Processor,
+        Idefics3VisionConfig,
+        LlamaConfig,
+    )
+
+    grid = [f"<row_{row}_col_{col}>" for row in range(1, 7) for col in range(1, 7)]
+    tokens = {
+        "unk_token": "<unk>",
+        "bos_token": "<|im_start|>",
+        "eos_token": "<end_of_utterance>",
+        "pad_token": "<pad>",
+    }
+    tokenizer = train_tokenizer(
+        [*tokens.values(), "<image>", "<fake_token_around_image>", "<global-img>", *grid], tokens
+    )
+    tile = IMAGE_SIZE
+    scale_factor = 2  # pixel shuffle: (tile // patch) ** 2 / scale_factor ** 2 tokens per tile
+    processor = Idefics3Processor(
+        image_processor=Idefics3ImageProcessorPil(
+            size={"longest_edge": 2 * tile}, max_image_size={"longest_edge": tile}, do_image_splitting=True
+        ),
+        tokenizer=tokenizer,
+        image_seq_len=(tile // PATCH_SIZE) ** 2 // scale_factor**2,
+        chat_template=IDEFICS3_CHAT_TEMPLATE,
+    )
+    special = tokenizer.convert_tokens_to_ids
+    config = Idefics3Config(
+        vision_config=Idefics3VisionConfig(**_tiny_vision(image_size=tile)).to_dict(),
+        text_config=LlamaConfig(
+            **_tiny_text(
+                len(tokenizer),
+                bos_token_id=special("<|im_start|>"),
+                eos_token_id=special("<end_of_utterance>"),
+                pad_token_id=special("<pad>"),
+            )
+        ).to_dict(),
+        scale_factor=scale_factor,
+        image_token_id=special("<image>"),
+        pad_token_id=special("<pad>"),
+    )
+    return _save(path, processor, lambda: Idefics3ForConditionalGeneration(config), seed, torch)
+
+
 def _save(path: str | Path, processor: Any, make_model: Callable[[], Any], seed: int, torch: Any) -> Path:
     path = Path(path)
     torch.manual_seed(seed)
@@ -220,4 +285,8 @@ def _save(path: str | Path, processor: Any, make_model: Callable[[], Any], seed:
 
 
 #: Architecture name -> builder, for tests and ``benchmarks/bench_runner.py``.
-TINY_MODELS: dict[str, Callable[..., Path]] = {"llava": build_tiny_llava, "gemma3": build_tiny_gemma3}
+TINY_MODELS: dict[str, Callable[..., Path]] = {
+    "llava": build_tiny_llava,
+    "gemma3": build_tiny_gemma3,
+    "idefics3": build_tiny_idefics3,
+}

@@ -414,7 +414,8 @@ class GmaiMMBench(datasets.ArrowBasedBuilder):
         return datasets.DatasetInfo(
             description="GMAI-MMBench: a medical multimodal multiple-choice benchmark (VLMEvalKit TSVs).",
             features=FEATURES,
-            homepage="https://uni-medical.github.io/GMAI-MMBench.github.io/",
+            homepage=schema.HOMEPAGE,
+            citation=schema.CITATION,
             license="apache-2.0",
         )
 

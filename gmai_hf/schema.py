@@ -146,6 +146,24 @@ MODALITIES: tuple[str, ...] = (
     "Microscopy",
 )
 
+# --- Citation ------------------------------------------------------------------------------------
+
+CITATION = """\
+@misc{chen2024gmaimmbenchcomprehensivemultimodalevaluation,
+  title={GMAI-MMBench: A Comprehensive Multimodal Evaluation Benchmark Towards General Medical AI},
+  author={Pengcheng Chen and Jin Ye and Guoan Wang and Yanjun Li and Zhongying Deng and Wei Li
+    and Tianbin Li and Haodong Duan and Ziyan Huang and Yanzhou Su and Benyou Wang and Shaoting Zhang
+    and Bin Fu and Jianfei Cai and Bohan Zhuang and Eric J Seibel and Junjun He and Yu Qiao},
+  year={2024},
+  eprint={2408.03361},
+  archivePrefix={arXiv},
+  primaryClass={eess.IV},
+  url={https://arxiv.org/abs/2408.03361},
+}
+"""
+
+HOMEPAGE = "https://uni-medical.github.io/GMAI-MMBench.github.io/"
+
 # --- Official files ----------------------------------------------------------------------------
 
 SPLITS: tuple[str, ...] = ("validation", "test")

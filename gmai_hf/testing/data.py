@@ -95,35 +95,9 @@ def make_image(rng: random.Random, size: int = 16, mode: str = "RGB", noise: boo
     return gray.convert(mode)
 
 
-def make_rows(
-    n: int,
-    *,
-    start_index: int = 0,
-    seed: int = 0,
-    with_answer: bool = True,
-    image_size: int = 16,
-    distinct_images: int = 8,
-    reference_every: int = 7,
-    noise: bool = True,
-) -> list[dict[str, Any]]:
-    """``n`` synthetic questions as dicts keyed by our feature names.
-
-    ``image`` holds the base64 text exactly as it would appear in the file: a PNG (RGB, and
-    also grayscale, RGBA and one JPEG among the ``distinct_images``), or, every
-    ``reference_every`` rows (0: never), the index of an earlier row sharing its image.
-    """
-    return list(
-        iter_rows(
-            n,
-            start_index=start_index,
-            seed=seed,
-            with_answer=with_answer,
-            image_size=image_size,
-            distinct_images=distinct_images,
-            reference_every=reference_every,
-            noise=noise,
-        )
-    )
+def make_rows(n: int, **options: Any) -> list[dict[str, Any]]:
+    """``n`` synthetic questions as dicts keyed by our feature names (options: :func:`iter_rows`)."""
+    return list(iter_rows(n, **options))
 
 
 def iter_rows(
@@ -137,7 +111,13 @@ def iter_rows(
     reference_every: int = 7,
     noise: bool = True,
 ) -> Iterator[dict[str, Any]]:
-    """Like :func:`make_rows`, lazily (for files of many GB)."""
+    """``n`` synthetic questions as dicts keyed by our feature names, lazily (files of many GB).
+
+    ``image`` holds the base64 text exactly as it would appear in the file: a PNG (RGB, and
+    also grayscale, RGBA and one JPEG among the ``distinct_images``), or, every
+    ``reference_every`` rows (0: never), the index of an earlier row sharing its image.
+    ``noise``: see :func:`make_image`.
+    """
     rng = random.Random(seed)
     variants = [("RGB", "PNG"), ("L", "PNG"), ("RGBA", "PNG"), ("RGB", "JPEG")]
     formats = [variants[i] if i < len(variants) else ("RGB", "PNG") for i in range(distinct_images)]

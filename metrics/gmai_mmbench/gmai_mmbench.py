@@ -19,20 +19,6 @@ import evaluate
 from gmai_hf import schema, scoring
 from gmai_hf.matching import present_options
 
-_CITATION = """\
-@misc{chen2024gmaimmbenchcomprehensivemultimodalevaluation,
-  title={GMAI-MMBench: A Comprehensive Multimodal Evaluation Benchmark Towards General Medical AI},
-  author={Pengcheng Chen and Jin Ye and Guoan Wang and Yanjun Li and Zhongying Deng and Wei Li
-    and Tianbin Li and Haodong Duan and Ziyan Huang and Yanzhou Su and Benyou Wang and Shaoting Zhang
-    and Bin Fu and Jianfei Cai and Bohan Zhuang and Eric J Seibel and Junjun He and Yu Qiao},
-  year={2024},
-  eprint={2408.03361},
-  archivePrefix={arXiv},
-  primaryClass={eess.IV},
-  url={https://arxiv.org/abs/2408.03361},
-}
-"""
-
 _DESCRIPTION = """\
 Accuracy on GMAI-MMBench, the medical multimodal multiple-choice benchmark, with answers extracted
 from raw model outputs exactly as VLMEvalKit does (its leaderboard protocol, no LLM judge), overall,
@@ -78,7 +64,7 @@ class GmaiMmbench(evaluate.Metric):
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
-            citation=_CITATION,
+            citation=schema.CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features(
                 {
@@ -88,7 +74,7 @@ class GmaiMmbench(evaluate.Metric):
                     **{dim: datasets.Value("string") for dim in schema.BREAKDOWN_DIMENSIONS},
                 }
             ),
-            homepage="https://uni-medical.github.io/GMAI-MMBench.github.io/",
+            homepage=schema.HOMEPAGE,
             reference_urls=[
                 "https://arxiv.org/abs/2408.03361",
                 "https://github.com/open-compass/VLMEvalKit/blob/main/vlmeval/utils/matching_util.py",

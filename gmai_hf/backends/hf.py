@@ -139,7 +139,8 @@ class HFBackend(Backend):
         if self.pad_token_id is None:
             self.pad_token_id = self.tokenizer.eos_token_id
         self.dtype = self._resolve_dtype(dtype)
-        kwargs = {"dtype": self.dtype, "trust_remote_code": trust_remote_code}
+        # weights go straight to this process's device (no full copy in host memory per process)
+        kwargs = {"dtype": self.dtype, "trust_remote_code": trust_remote_code, "device_map": str(self.device)}
         try:
             model = AutoModelForImageTextToText.from_pretrained(
                 model_id, attn_implementation="sdpa", **kwargs
@@ -149,7 +150,7 @@ class HFBackend(Backend):
                 raise
             logger.warning("%s does not support SDPA attention; using its default attention", model_id)
             model = AutoModelForImageTextToText.from_pretrained(model_id, **kwargs)
-        self.model = model.to(self.device).eval()
+        self.model = model.eval()
         text_config = self.model.config.get_text_config()
         self.max_positions = getattr(text_config, "max_position_embeddings", None)
         self.reserved_tokens = reserved_tokens

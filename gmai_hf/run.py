@@ -151,7 +151,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
         return runner.run(config)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # bad flags or data, a model or file that can't be had
         logging.getLogger("gmai_hf.run").error("%s", error)
         return 2
 

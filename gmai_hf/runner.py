@@ -151,7 +151,8 @@ def repair_tail(path: Path) -> None:
 def check_resume_config(shards_dir: Path, config: RunConfig) -> None:
     """Refuse to mix answers of different settings in one output folder."""
     path = shards_dir / CONFIG_FILE
-    if not path.exists():
+    answered = any(answers.stat().st_size for answers in shards_dir.glob("answers-*.jsonl"))
+    if not path.exists() or not answered:  # nothing to mix up (e.g. the model failed to load)
         return
     saved = json.loads(path.read_text(encoding="utf-8"))
     wanted = json.loads(json.dumps(config.resume_key()))
@@ -433,7 +434,7 @@ class Runner:
         repair_tail(self.answers_path)
         answered = read_answers(self.shards_dir)
         pending = {pos: row for pos, row in enumerate(rows) if int(row["index"]) not in answered}
-        if state.is_main_process and not (self.shards_dir / CONFIG_FILE).exists():
+        if state.is_main_process and not answered:
             (self.shards_dir / CONFIG_FILE).write_text(
                 json.dumps(config.resume_key(), indent=2), encoding="utf-8"
             )

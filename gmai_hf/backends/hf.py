@@ -135,9 +135,10 @@ class HFBackend(Backend):
                 f"(or one that formats prompts itself: {', '.join(sorted(SELF_FORMATTING_PROCESSORS))})"
             )
         self.tokenizer.padding_side = "left"
-        self.pad_token_id = self.tokenizer.pad_token_id
-        if self.pad_token_id is None:
-            self.pad_token_id = self.tokenizer.eos_token_id
+        # padded positions are masked out, so any id will do when the tokenizer names none
+        self.pad_token_id = next(
+            (i for i in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id) if i is not None), 0
+        )
         self.dtype = self._resolve_dtype(dtype)
         # weights go straight to this process's device (no full copy in host memory per process)
         kwargs = {"dtype": self.dtype, "trust_remote_code": trust_remote_code, "device_map": str(self.device)}

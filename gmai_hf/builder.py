@@ -363,13 +363,12 @@ def _check_answer(row: dict[str, Any], path: Path) -> None:
     if answer is None:
         return
     if answer not in schema.OPTION_LETTERS:
-        logger.warning(
-            "%s: question index %d: answer %r is not an option letter (A-E); kept as is",
-            path,
-            row["index"],
-            answer,
+        raise GmaiMMBenchError(
+            f"{path}: question index {row['index']}: answer {answer!r} is not an option letter "
+            f"({', '.join(schema.OPTION_LETTERS)}), so the question can't be scored; fix the file or "
+            "re-download it"
         )
-    elif row[answer] is None:
+    if row[answer] is None:
         logger.warning(
             "%s: question index %d: answer %r names an empty option; kept as is", path, row["index"], answer
         )
@@ -469,6 +468,10 @@ class GmaiMMBench(datasets.ArrowBasedBuilder):
                     logger.warning("%s: no answer column: validation answers will be None", path)
                 data_start = layout.data_start
                 size = path.stat().st_size
+                if size <= data_start:
+                    raise GmaiMMBenchError(
+                        f"{path}: the file has a header but no questions; re-download or regenerate it"
+                    )
                 parts = max(per_file, math.ceil((size - data_start) / self.config.range_bytes))
                 shards += [(str(path), a, b) for a, b in tsv.split_ranges(path, data_start, parts)]
             generators.append(datasets.SplitGenerator(name=split, gen_kwargs={"shards": shards}))
@@ -498,7 +501,16 @@ class GmaiMMBench(datasets.ArrowBasedBuilder):
         num_proc: int | None = None,
         max_shard_size: int | str | None = None,
     ) -> None:
-        super()._prepare_split(split_generator, file_format, num_proc, max_shard_size)
+        try:
+            super()._prepare_split(split_generator, file_format, num_proc, max_shard_size)
+        except GmaiMMBenchError as error:
+            if len(self.config.splits) == 1:
+                raise
+            raise GmaiMMBenchError(
+                f"{error}\n(This happened while preparing every split of configuration "
+                f"{self.config.name!r}. To load only one split, use gmai_hf.load_split(SPLIT, data_dir) "
+                "or datasets.load_dataset('gmai_mmbench', SPLIT, data_dir=..., split=SPLIT).)"
+            ) from None
         if num_proc and num_proc > 1 and len(split_generator.gen_kwargs["shards"]) > 1:
             # Each process saw only its own shards: check indices across them on what was written.
             self._check_unique_indices(split_generator, file_format)

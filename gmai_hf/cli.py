@@ -51,6 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and closed: not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except (ValueError, OSError) as error:  # bad input: our messages say what and where
+        if args.verbose:
+            raise
+        logging.getLogger("gmai_hf").error("%s (run with -v for the traceback)", error)
+        return 2
 
 
 if __name__ == "__main__":

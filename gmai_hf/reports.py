@@ -273,13 +273,15 @@ def _summary_section(runs: Sequence[Run]) -> list[str]:
         if run.has_answers:
             low, high = overall_interval(run) or (None, None)
             accuracy = f"**{_pct(run.results['accuracy'])}** [{_pct(low)}, {_pct(high)}]"
-            rank, of, above, below = leaderboard_rank(run.results["accuracy"], run.split)
-            neighbours = ", ".join(
-                part
-                for part in (f"below {above}" if above else "", f"above {below}" if below else "")
-                if part
-            )
-            rank_cell = f"{rank} of {of} ({neighbours})"
+            rank_cell = "— (part of the split)"
+            if not _selection_text(run.info):
+                rank, of, above, below = leaderboard_rank(run.results["accuracy"], run.split)
+                neighbours = ", ".join(
+                    part
+                    for part in (f"below {above}" if above else "", f"above {below}" if below else "")
+                    if part
+                )
+                rank_cell = f"{rank} of {of} ({neighbours})"
         else:
             accuracy, rank_cell = f"— (no answers in {run.split})", "—"
         correct = run.results.get("correct")
@@ -306,7 +308,7 @@ def _summary_section(runs: Sequence[Run]) -> list[str]:
             align="llrrrrl",
         ),
         "Accuracy in %, with its Wilson 95% interval. Rank: the place this accuracy would take among the "
-        "leaderboard's rows for the same split (dataset card); it is only comparable on the full split.",
+        "leaderboard's rows for the same split (dataset card), given only for runs on the whole split.",
         "",
     ]
     if notes:
@@ -559,7 +561,8 @@ def write_reports(run_dirs: Sequence[str | Path], output_dir: str | Path) -> lis
     """
     if not run_dirs:
         raise ValueError("write_reports needs at least one run folder")
-    runs = [load_run(run_dir) for run_dir in run_dirs]
+    # the same folder named twice (or by two spellings) is one run
+    runs = [load_run(run_dir) for run_dir in dict.fromkeys(Path(d).resolve() for d in run_dirs)]
     _unique_labels(runs)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

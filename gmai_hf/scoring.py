@@ -8,6 +8,7 @@ unmatched answer or a refusal scores as wrong and is counted in ``unmatched``.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,8 @@ from typing import Any
 from gmai_hf import schema
 from gmai_hf.matching import MATCHING_MODES, Options, match_choices, present_options
 from gmai_hf.tree import NONE_LABEL, nest
+
+logger = logging.getLogger(__name__)
 
 #: Two-sided 95% normal quantile, for the Wilson score interval.
 Z95 = 1.959963984540054
@@ -109,13 +112,19 @@ def compute(
 def check_references(
     references: Sequence[str | None], choices: Sequence[Mapping[str, str | None]] | None = None
 ) -> None:
-    """Raise ``ValueError`` naming the first reference that is missing, not a letter A-E, or (given
-    each question's present ``choices``) not one of its options."""
+    """Raise ``ValueError`` naming the first reference that is missing or not a letter A-E.
+
+    Given each question's present ``choices``, an answer naming an absent option (a content
+    oddity the official files may hold) is logged as a warning: like VLMEvalKit, the question is
+    kept and can never be answered right.
+    """
+    absent = []
     for i, reference in enumerate(references):
         if reference is None:
             raise ValueError(
                 f"references[{i}] is None: every scored question needs its answer letter "
-                "(the test split's answers are hidden; score the validation split, or pass references=None)"
+                "(questions without answers, like the test split's, can't be scored: pass references=None "
+                "to count only unmatched outputs)"
             )
         if reference not in schema.OPTION_LETTERS:
             raise ValueError(
@@ -123,11 +132,18 @@ def check_references(
                 f"expected one of {', '.join(schema.OPTION_LETTERS)}"
             )
         if choices is not None and reference not in choices[i]:
-            raise ValueError(
-                f"references[{i}] is {reference!r} but question {i} has only options "
-                f"{', '.join(choices[i]) or '(none)'}: "
-                "check that options and references are in the same order"
-            )
+            absent.append(i)
+    if absent:
+        i = absent[0]
+        logger.warning(
+            "%d answer(s) name an option the question does not have (first: references[%d] is %r, "
+            "options %s), scored as wrong; if this is unexpected, check that options and references "
+            "are in the same order",
+            len(absent),
+            i,
+            references[i],
+            ", ".join(choices[i]) or "(none)",
+        )
 
 
 def _node(correct: int, total: int) -> dict[str, Any]:

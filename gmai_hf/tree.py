@@ -113,6 +113,8 @@ def select(
     )
     wanted = {column: _as_list(column, values) for column, values in wanted.items() if values is not None}
     words = _as_list("keywords", keywords) if keywords is not None else []
+    if not wanted and not words:  # no filter: the whole dataset
+        return ds
     table = _metadata(ds, [*wanted, *(_KEYWORD_COLUMNS if words else ())])
     mask = pa.array(np.ones(table.num_rows, dtype=bool))
     for column, values in wanted.items():
@@ -123,7 +125,7 @@ def select(
 
 
 def _as_list(name: str, values: str | Sequence[str]) -> list[str]:
-    values = [values] if isinstance(values, str) else list(values)
+    values = list(values) if isinstance(values, list | tuple | set | frozenset) else [values]
     if not values or not all(isinstance(v, str) for v in values):
         raise ValueError(f"{name} must be a string or a non-empty list of strings, got {values!r}")
     return values
@@ -168,9 +170,9 @@ def _keyword_mask(table: pa.Table, words: list[str]) -> pa.ChunkedArray:
                 if text
                 for w in _WORD.findall(text)
             }
-            raise ValueError(
-                f"no question or option contains the keyword {word!r}; {_closest(word.lower(), vocabulary)}"
-            )
+            close = difflib.get_close_matches(word.lower(), sorted(vocabulary), n=5, cutoff=0.6)
+            hint = f"closest words: {', '.join(map(repr, close))}" if close else "no word is close to it"
+            raise ValueError(f"no question or option contains the keyword {word!r}; {hint}")
         mask = hits if mask is None else pc.or_(mask, hits)
     return mask
 

@@ -331,6 +331,28 @@ def test_answer_naming_an_empty_option_warns_and_keeps_the_row(
     assert schema.VAL_FILENAME in caplog.text
 
 
+def test_answer_that_is_not_a_letter_is_an_error(tmp_path: Path) -> None:
+    data = val_dir(tmp_path, [row(0), row(1, answer="F")])
+    with pytest.raises(
+        builder.GmaiMMBenchError, match=r"question index 1: answer 'F' is not an option letter"
+    ):
+        load(data, "validation")
+
+
+def test_header_only_file_is_an_error(tmp_path: Path) -> None:
+    data = val_dir(tmp_path, [])
+    with pytest.raises(builder.GmaiMMBenchError, match=r"VAL\.tsv: the file has a header but no questions"):
+        load(data, "validation")
+
+
+def test_a_bad_test_part_says_how_to_load_validation_alone(tmp_path: Path) -> None:
+    data = val_dir(tmp_path, [row(0)])
+    write_tsv(tmp_path / schema.test_filename(1), [row(1, answer=None), row(1, answer=None)])
+    with pytest.raises(builder.GmaiMMBenchError, match=r"(?s)duplicate index 1.*gmai_hf\.load_split"):
+        load(data, "validation")  # configuration "all" prepares the test split too
+    assert builder.load_split("validation", data)["index"] == [0]
+
+
 # --- Cache ------------------------------------------------------------------------------------
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import datasets
 import pytest
 
-from gmai_hf import schema
+from gmai_hf import cli, schema
 from gmai_hf.commands import info, prepare
-from gmai_hf.testing.data import make_rows, write_benchmark
+from gmai_hf.testing.data import make_rows, write_benchmark, write_tsv
 
 
 def run(module: object, argv: list[str]) -> int:
@@ -85,3 +85,17 @@ def test_info_never_decodes_images(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_info_without_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(info, ["--data-dir", str(tmp_path)]) == 1
     assert "no GMAI-MMBench files in" in capsys.readouterr().out
+
+
+def test_bad_data_ends_with_one_clear_line_not_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = make_rows(3)
+    rows[1]["image"] = "!!!! not base64 " * 10
+    rows[2]["index"] = 0
+    write_tsv(tmp_path / schema.VAL_FILENAME, rows)
+    assert cli.main(["prepare", "--data-dir", str(tmp_path)]) == 2
+    assert f"{schema.VAL_FILENAME}: question index 1: the image field is not valid base64" in caplog.text
+    caplog.clear()
+    assert cli.main(["info", "--data-dir", str(tmp_path)]) == 2  # info reads no image: the index trips it
+    assert "duplicate index 0" in caplog.text and schema.VAL_FILENAME in caplog.text

@@ -115,7 +115,6 @@ def test_multi_process(tmp_path: Path) -> None:
         (dict(predictions=["A"], references=["A"], modality=["CT", "MRI"]), r"modality has 2 items"),
         (dict(predictions=["A", "B"], references=["A", None]), r"references\[1\] is None"),
         (dict(predictions=["A"], references=["G"]), r"references\[0\] is 'G', not an option letter"),
-        (dict(predictions=["A"], references=["B"], options=[["x"]]), r"question 0 has only options A"),
         (dict(predictions=["A"], references=["A"], answer=["A"]), r"unknown inputs \['answer'\]"),
         (dict(predictions=["A"], references=["A"], matching="judge"), r"unknown matching 'judge'"),
     ],

@@ -256,3 +256,13 @@ def test_a_selected_run_is_flagged_as_not_comparable(tmp_path: Path) -> None:
         "not comparable with the leaderboard" in text
         and "- tiny: modality = CT, MRI, first 20 questions." in text
     )
+    assert "— (part of the split)" in text and " of 31 " not in text  # no leaderboard rank
+
+
+def test_the_same_run_named_twice_is_reported_once(
+    tmp_path: Path, val_run: tuple[Path, dict, list[Path]]
+) -> None:
+    run_dir, _, _ = val_run
+    out = tmp_path / "twice"
+    assert run_report_command(str(run_dir), str(run_dir / ".." / run_dir.name), "--output-dir", str(out)) == 0
+    assert len(_read_csv(out / "summary.csv")) == 1

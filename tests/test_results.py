@@ -100,3 +100,13 @@ def test_test_split_submission(tmp_path: Path) -> None:
     by_name = dict(zip(header, table[1], strict=True))
     assert by_name["clinical VQA task"] == rows[0]["clinical_vqa_task"]
     assert by_name["E"] == rows[0]["E"]
+
+
+def test_validation_file_without_answers_reports_counts(tmp_path: Path) -> None:
+    """A VAL file missing its answer column loads (with a warning); its run reports like test."""
+    rows = [{k: v for k, v in r.items() if k != "image"} for r in make_rows(5, with_answer=False)]
+    records = build_records(rows, {row["index"]: "A" for row in rows})
+    write_outputs(tmp_path, records, {"model": "m", "split": "validation"}, "validation", rows)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["accuracy"] is None and results["total"] == 5 and results["unmatched"] == 0
+    assert not (tmp_path / "submission.xlsx").exists()

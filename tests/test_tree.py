@@ -126,7 +126,7 @@ def test_select_respects_an_earlier_selection(ds: datasets.Dataset) -> None:
         (dict(perceptual_granularity="Pixel level"), r"closest existing: .*'Box level'"),
         (
             dict(keywords="lvier"),
-            r"no question or option contains the keyword 'lvier'; closest existing: 'liver'",
+            r"no question or option contains the keyword 'lvier'; closest words: 'liver'",
         ),
         (dict(category=[]), r"category must be a string or a non-empty list"),
     ],
@@ -134,6 +134,22 @@ def test_select_respects_an_earlier_selection(ds: datasets.Dataset) -> None:
 def test_unknown_values_name_the_closest(ds: datasets.Dataset, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         select(ds, **kwargs)
+
+
+def test_no_filter_is_the_whole_dataset(ds: datasets.Dataset) -> None:
+    assert len(select(ds)) == N and len(select(ds, modality=None, keywords=None)) == N
+
+
+def test_a_keyword_found_nowhere_names_close_words_not_column_values(ds: datasets.Dataset) -> None:
+    with pytest.raises(ValueError, match=r"keyword 'livr'; closest words: 'liver'"):
+        select(ds, keywords="livr")
+    with pytest.raises(ValueError, match=r"keyword 'zzzz'; no word is close to it"):
+        select(ds, keywords="zzzz")
+
+
+def test_a_value_of_the_wrong_type_is_a_clear_error(ds: datasets.Dataset) -> None:
+    with pytest.raises(ValueError, match=r"department must be a string or a non-empty list of strings"):
+        select(ds, department=5)
 
 
 def test_unknown_view_and_missing_columns(ds: datasets.Dataset) -> None:

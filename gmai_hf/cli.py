@@ -28,7 +28,11 @@ COMMANDS: dict[str, str] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gmai-hf", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="gmai-hf",
+        description="GMAI-MMBench on Hugging Face: prepare the dataset, browse its lexical tree, "
+        "evaluate a model, score prediction files and write reports.",
+    )
     parser.add_argument("--version", action="version", version=f"gmai-hf {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

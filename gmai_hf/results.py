@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,21 @@ SUBMISSION_FILE = "submission.xlsx"
 
 #: Excel's limit on the characters of one cell; longer text is cut (and a warning logged).
 XLSX_MAX_CELL_CHARS = 32767
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of gmai-hf, Python and the libraries that shape a result, for ``results.json``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from gmai_hf import __version__
+
+    found = {"gmai_hf": __version__, "python": platform.python_version()}
+    for package in ("torch", "transformers", "accelerate", "datasets"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
 
 
 def build_records(

@@ -23,7 +23,6 @@ import io
 import json
 import logging
 import os
-import platform
 import signal
 import threading
 import time
@@ -32,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gmai_hf import __version__, prompts, schema
+from gmai_hf import prompts, schema
 from gmai_hf.backends import Backend, Prepared, Question, QuestionError, load_backend
 
 logger = logging.getLogger(__name__)
@@ -564,7 +563,7 @@ class Runner:
             "answer_time_s": round(loop_time, 3),
             "questions_per_s": round(new / loop_time, 3) if new and loop_time > 0 else None,
             "backend": self.backend_info,
-            "versions": versions(),
+            "versions": results.library_versions(),
         }
         previous = Path(config.output_dir) / results.RESULTS_FILE
         if not new and previous.exists():  # a finished run rerun: keep the speed of the run that answered
@@ -579,19 +578,6 @@ class Runner:
             summary = f"accuracy {correct / len(records):.2%} ({correct}/{len(records)})"
         logger.info("%s; %d failed; outputs in %s", summary, failed, config.output_dir)
         return 0
-
-
-def versions() -> dict[str, str]:
-    """Library versions, for the record in results.json."""
-    found = {"gmai_hf": __version__, "python": platform.python_version()}
-    from importlib.metadata import PackageNotFoundError, version
-
-    for package in ("torch", "transformers", "accelerate", "datasets"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return found
 
 
 def make_state(timeout_s: float = 4 * 3600) -> Any:

@@ -75,7 +75,7 @@ def score(
     matching: str = "vlmevalkit",
 ) -> list[Path]:
     """Score the prediction file ``path``; returns the files written (as ``results.write_outputs``)."""
-    from gmai_hf import __version__, external, results
+    from gmai_hf import external, results
 
     started = time.perf_counter()
     split = split or split_for(path)
@@ -112,7 +112,7 @@ def score(
         "source": str(path),
         "wall_time_s": round(elapsed, 3),
         "questions_per_s": round(len(records) / elapsed, 1) if elapsed > 0 else None,
-        "versions": {"gmai_hf": __version__},
+        "versions": results.library_versions(),
     }
     output_dir = output_dir or path.with_name(f"{path.stem}_scored")
     return results.write_outputs(output_dir, records, run_info, split, answered, matching=matching)

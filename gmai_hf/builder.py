@@ -48,9 +48,6 @@ assert tuple(FEATURES) == schema.FEATURE_NAMES
 #: Columns a file must have (``answer`` is absent from test files).
 REQUIRED_COLUMNS: tuple[str, ...] = tuple(name for name in schema.FEATURE_NAMES if name != "answer")
 
-#: Other names VAL is published under (OpenGVLab's repo holds the same bytes under this name).
-_VAL_ALIASES: tuple[str, ...] = ("GMAI_mm_bench_VAL.tsv",)
-
 _IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", "PNG"),
     (b"\xff\xd8\xff", "JPEG"),
@@ -74,23 +71,11 @@ class GmaiMMBenchError(DatasetGenerationError, ValueError):
 # --- Locating the files ---------------------------------------------------------------------------
 
 
-def candidate_names(split: str) -> list[list[str]]:
-    """For each file of ``split``, the names it may have in a data directory (preferred first)."""
-    if split == "validation":
-        return [[schema.VAL_FILENAME, *_VAL_ALIASES]]
-    if split == "test":
-        return [
-            [schema.test_filename(part), schema.test_filename_renamed(part)]
-            for part in range(1, schema.TEST_PARTS + 1)
-        ]
-    raise ValueError(f"unknown split {split!r}; expected one of {schema.SPLITS}")
-
-
 def local_split_files(data_dir: str | os.PathLike[str], split: str) -> list[Path]:
     """The files of ``split`` present in ``data_dir``, in order; warns which test parts are missing."""
     data_dir = Path(data_dir)
     found, missing = [], []
-    for part, names in enumerate(candidate_names(split), start=1):
+    for part, names in enumerate(download.official_names(split), start=1):
         present = [data_dir / name for name in names if (data_dir / name).is_file()]
         if present:
             if len(present) > 1:
@@ -111,7 +96,7 @@ def local_split_files(data_dir: str | os.PathLike[str], split: str) -> list[Path
 
 def missing_split_message(data_dir: str | os.PathLike[str], split: str) -> str:
     """What was looked for when ``split`` has no file in ``data_dir``."""
-    names = [name for names in candidate_names(split) for name in names]
+    names = [name for names in download.official_names(split) for name in names]
     shown = names if len(names) <= 4 else [*names[:2], "...", *names[-2:]]
     return (
         f"no {split} file in {data_dir}: looked for {', '.join(shown)}. Put the official files there "
@@ -124,7 +109,7 @@ def files_signature(data_dir: str | os.PathLike[str]) -> str:
     data_dir = Path(data_dir).resolve()
     digest = hashlib.md5(str(data_dir).encode(), usedforsecurity=False)
     for split in schema.SPLITS:
-        for names in candidate_names(split):
+        for names in download.official_names(split):
             for name in names:
                 path = data_dir / name
                 if path.is_file():

@@ -1,20 +1,27 @@
-"""The official files from the Hugging Face Hub, md5-verified.
+"""The official files: downloaded from the Hugging Face Hub, and recognised by their md5.
 
 Used by the builder when no ``data_dir`` is given. The test repository is gated, so the user's
 token is passed through to ``huggingface_hub``. ``fetch`` is injectable so the whole path (names,
 repos, md5 checks, error messages) is testable without the Hub.
+
+An md5 over a 9 GB file takes a while, so every verdict is remembered (in
+``$HF_HOME/gmai_hf/verified.json``, keyed by the file's resolved path, size and mtime) and a
+file is checked again only when it changed. The official byte sizes are not published in any
+source we could read; the md5s are (see ``schema``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from gmai_hf import schema
+from gmai_hf.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +63,85 @@ def md5sum(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def official_md5(split: str, name: str) -> str | None:
+    """The official md5 of the ``split`` file named ``name`` (any of its known names), else None."""
+    for part, names in enumerate(official_names(split), start=1):
+        if name in names:
+            return schema.VAL_MD5 if split == "validation" else schema.TEST_MD5[part]
+    return None
+
+
+def official_names(split: str) -> list[list[str]]:
+    """For each file of ``split``, the names it is published under (preferred first)."""
+    if split == "validation":
+        return [[schema.VAL_FILENAME, *schema.VAL_ALIASES]]
+    if split == "test":
+        return [
+            [schema.test_filename(part), schema.test_filename_renamed(part)]
+            for part in range(1, schema.TEST_PARTS + 1)
+        ]
+    raise ValueError(f"unknown split {split!r}; expected one of {schema.SPLITS}")
+
+
+def _memory_path() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HOME) / "gmai_hf" / "verified.json"
+
+
+def _memory_key(path: Path) -> tuple[str, str]:
+    stat = path.stat()
+    return str(path.resolve()), f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _load_memory() -> dict[str, dict[str, object]]:
+    try:
+        memory = json.loads(_memory_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return memory if isinstance(memory, dict) else {}
+
+
+def remember(path: str | os.PathLike[str], md5: str, official: bool) -> None:
+    """Record that ``path`` (as it is now) has ``md5``, and whether that is the official one."""
+    key, stamp = _memory_key(Path(path))
+    memory = _load_memory()
+    memory[key] = {"stamp": stamp, "md5": md5, "official": official}
+    try:
+        _memory_path().parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(_memory_path(), json.dumps(memory, indent=1))
+    except OSError as error:  # a read-only home: the check is redone next time, nothing is wrong
+        logger.warning("could not remember the md5 check of %s: %s", path, error)
+
+
+def recall(path: str | os.PathLike[str]) -> bool | None:
+    """Whether ``path`` was found to be the official file (None: never checked, or changed since)."""
+    key, stamp = _memory_key(Path(path))
+    entry = _load_memory().get(key)
+    if not isinstance(entry, dict) or entry.get("stamp") != stamp:
+        return None
+    return bool(entry.get("official"))
+
+
+def check_files(paths: Sequence[Path], split: str) -> dict[Path, bool | None]:
+    """md5 every file of ``split`` now (and remember it): True official, False not, None unknown name."""
+    verdicts: dict[Path, bool | None] = {}
+    for path in paths:
+        expected = official_md5(split, path.name)
+        if expected is None:
+            verdicts[path] = None
+            continue
+        logger.info("computing the md5 of %s", path)
+        actual = md5sum(path)
+        remember(path, actual, actual == expected)
+        verdicts[path] = actual == expected
+    return verdicts
+
+
 def verify_md5(path: str | os.PathLike[str], expected: str) -> None:
     """Raise ``ValueError`` naming the file and both sums when ``path`` is not the official file."""
     actual = md5sum(path)
+    remember(path, actual, actual == expected)
     if actual != expected:
         raise ValueError(
             f"{path}: md5 mismatch: expected {expected}, got {actual}. The download is corrupt or "

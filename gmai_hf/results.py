@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from gmai_hf import reports, schema, scoring
+from gmai_hf.files import atomic_output, write_atomic
 from gmai_hf.matching import MATCHING_MODES, match
 
 logger = logging.getLogger(__name__)
@@ -121,11 +121,13 @@ def write_outputs(
     split: str,
     questions: Iterable[Mapping[str, Any]],
     matching: str = "vlmevalkit",
+    data: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """Write predictions.jsonl, results.json, submission.xlsx (test only) and the reports.
 
     ``questions``: the dataset rows the records answer (question and option texts are needed
-    for text matching and for the submission file). Returns the paths written.
+    for text matching and for the submission file). ``data``: which data was scored
+    (``identity.describe``), recorded as ``results["data"]``. Returns the paths written.
     """
     if split not in schema.SPLITS:
         raise ValueError(f"unknown split {split!r}: choose one of {', '.join(schema.SPLITS)}")
@@ -137,23 +139,19 @@ def write_outputs(
         raise ValueError(
             f"records for indices {_preview(absent)} have no question row: pass the dataset's rows"
         )
-    results = {**compute_results(records, by_index, split, matching), "run": dict(run_info)}
+    results = {
+        **compute_results(records, by_index, split, matching),
+        "run": dict(run_info),
+        "data": dict(data) if data is not None else None,
+    }
     paths = [
-        _write_atomic(output_dir / PREDICTIONS_FILE, "".join(json.dumps(r) + "\n" for r in records)),
-        _write_atomic(output_dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n"),
+        write_atomic(output_dir / PREDICTIONS_FILE, "".join(json.dumps(r) + "\n" for r in records)),
+        write_atomic(output_dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n"),
     ]
     if split == "test":
         paths.append(write_submission(output_dir / SUBMISSION_FILE, records, by_index))
     paths += reports.write_reports([output_dir], output_dir)
     return paths
-
-
-def _write_atomic(path: Path, text: str) -> Path:
-    """Write via a temporary file and rename, so a crash never leaves half a file behind."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def _cell_text(value: Any, where: str) -> Any:
@@ -199,7 +197,6 @@ def write_submission(
                 cell.data_type = "s"
             cells.append(cell)
         sheet.append(cells)
-    tmp = path.with_name(path.name + ".tmp")
-    workbook.save(tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        workbook.save(tmp)
     return path

@@ -14,9 +14,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gmai_hf import SAMPLE_DIR, prompts, schema
+from gmai_hf import SAMPLE_DIR, prompts, protocols, schema
+from gmai_hf.backends import BACKENDS, backend_for
+from gmai_hf.backends.base import MODES
 from gmai_hf.backends.hf import DTYPES
-from gmai_hf.runner import MODES, RunConfig
+from gmai_hf.matching import MATCHING_MODES
+from gmai_hf.runner import RunConfig
 
 HELP = "evaluate a model (or the random baseline) on GMAI-MMBench, resumably, on any number of processes"
 
@@ -35,8 +38,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         required=True,
-        help="a transformers image-text-to-text model (Hub id or local folder) with a chat template, "
-        "or 'random' for the seeded uniform-guess baseline (the leaderboard's Random row; loads no model)",
+        help="--backend transformers: an image-text-to-text model (Hub id or local folder) with a chat "
+        "template; --backend openai: the model name the server knows; 'random' (any case): the seeded "
+        "uniform-guess baseline (the leaderboard's Random row; loads no model)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="transformers",
+        help="transformers: the model in this process; openai: any OpenAI-compatible chat-completions "
+        "server (vLLM, SGLang, transformers serve, hosted APIs); random: the random baseline "
+        "(default: transformers)",
     )
     data = parser.add_mutually_exclusive_group()
     data.add_argument(
@@ -76,8 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-new-tokens",
         type=int,
-        default=32,
-        help="generation length limit in --mode generate (default 32)",
+        default=2048,
+        help="generation length limit in --mode generate (default 2048, VLMEvalKit's: enough for any "
+        "normal answer; answers that hit it are counted in results.json)",
     )
     parser.add_argument(
         "--mode",
@@ -94,6 +107,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="vlmevalkit: 'Question: ... Options: ... Please select the correct answer from the options "
         "above.'; llava: question, options, "
         "'Answer with the option's letter from the given choices directly.'",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=protocols.PROTOCOLS,
+        default=protocols.DEFAULT_PROTOCOL,
+        help="vlmevalkit: what VLMEvalKit shows a model (images re-encoded as its JPEG files, option cells "
+        "pandas reads as missing dropped), comparable with the leaderboard; lossless: original image bytes "
+        "and option texts verbatim (default: vlmevalkit)",
+    )
+    parser.add_argument(
+        "--matching",
+        choices=MATCHING_MODES,
+        default="vlmevalkit",
+        help="answer matching: vlmevalkit (today's VLMEvalKit), vlmevalkit-2024 (as when GMAI-MMBench was "
+        "added, commit 69268c70) or strict (default: vlmevalkit)",
     )
     parser.add_argument(
         "--dtype",
@@ -113,6 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="DataLoader workers per process that decode and preprocess images (default: from the CPU count)",
     )
+    add_openai_arguments(parser)
     parser.add_argument(
         "--output-dir",
         type=Path,
@@ -122,13 +151,72 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_openai_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``--backend openai`` flags (see ``gmai_hf.backends.openai``)."""
+    from gmai_hf.client import DEFAULTS
+
+    group = parser.add_argument_group("openai backend", "any OpenAI-compatible chat-completions endpoint")
+    group.add_argument(
+        "--base-url",
+        help="the server's /v1 URL (default: $OPENAI_BASE_URL, else https://api.openai.com/v1)",
+    )
+    group.add_argument(
+        "--api-key-env",
+        default=DEFAULTS["api_key_env"],
+        metavar="VAR",
+        help="environment variable holding the API key (default OPENAI_API_KEY; never logged or saved)",
+    )
+    group.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULTS["concurrency"],
+        help=f"requests in flight per process (default {DEFAULTS['concurrency']})",
+    )
+    group.add_argument(
+        "--request-timeout",
+        type=float,
+        default=DEFAULTS["request_timeout"],
+        metavar="S",
+        help=f"seconds before a request is abandoned and retried (default {DEFAULTS['request_timeout']:g})",
+    )
+    group.add_argument(
+        "--max-retries",
+        type=int,
+        default=DEFAULTS["max_retries"],
+        help="retries of a request after 429, 5xx, a timeout or a dropped connection, with exponential "
+        f"backoff (default {DEFAULTS['max_retries']})",
+    )
+    group.add_argument(
+        "--max-image-side",
+        type=int,
+        metavar="PX",
+        help="downscale images whose longer side exceeds PX before sending (for APIs that limit image "
+        "size; default: send the image as the protocol gives it)",
+    )
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The :class:`RunConfig` the parsed flags describe."""
     selection = {
         name: list(getattr(args, name)) for name in SELECTION_FLAGS.values() if getattr(args, name, None)
     }
+    backend = backend_for(args.backend, args.model)
+    options = {}
+    if backend == "openai":
+        options = {
+            "base_url": args.base_url,
+            "api_key_env": args.api_key_env,
+            "concurrency": args.concurrency,
+            "request_timeout": args.request_timeout,
+            "max_retries": args.max_retries,
+            "max_image_side": args.max_image_side,
+        }
     return RunConfig(
         model=args.model,
+        backend=backend,
+        backend_options=options,
+        protocol=args.protocol,
+        matching=args.matching,
         output_dir=args.output_dir,
         data_dir=str(SAMPLE_DIR) if args.sample else args.data_dir,
         split=args.split,
@@ -146,14 +234,39 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Run, ending every failure a user can fix in one line (exit 2), an interrupt in one line (130)."""
     from gmai_hf import runner
+    from gmai_hf.processes import OutputLocked, StartupTimeout
 
+    log = logging.getLogger("gmai_hf.run")
+    main_process = os.environ.get("RANK", "0") == "0"
     try:
         config = config_from_args(args)
         return runner.run(config)
-    except (ValueError, OSError) as error:  # bad flags or data, a model or file that can't be had
-        logging.getLogger("gmai_hf.run").error("%s", error)
+    except KeyboardInterrupt:
+        if main_process:
+            saved = runner.saved_answers(args.output_dir)
+            log.error(
+                "interrupted: %d answers saved in %s; rerun the same command to resume",
+                saved,
+                args.output_dir,
+            )
+        return 130
+    except ImportError as error:  # a model whose code needs a package that is not installed
+        if main_process:
+            log.error("cannot load %s: %s", args.model, _first_line(error))
         return 2
+    except (ValueError, OSError, OutputLocked, StartupTimeout) as error:
+        # bad flags or data, a model or file that can't be had, a busy output folder; other
+        # processes stay quiet: the main process reports their failure too ("process N failed")
+        if main_process or isinstance(error, StartupTimeout):
+            log.error("%s", error)
+        return 2
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 def cli(argv: Sequence[str] | None = None) -> int:

@@ -1,60 +1,73 @@
 """Shard, batch, resume: evaluate a backend on GMAI-MMBench across any number of processes.
 
-How work is never lost or done twice:
+How work is never lost, done twice or mixed with another run's:
 
-* Each process appends its answers to its own file ``OUT/shards/answers-<rank>-of-<n>.jsonl``,
-  flushed after every batch. At start every process reads *all* answer files (whatever process
-  count wrote them; a line cut off by a kill is ignored), and the questions not yet answered are
-  split into length-grouped batches dealt round-robin to the processes: disjoint shares that
-  together cover every pending question exactly once, for any process count.
-* The only collective operations are at start-up (dataset preparation, one barrier after reading
-  the answer files). During the loop processes talk through files: each touches a heartbeat file
-  every second and writes a ``failed-*`` marker when it fails, so the others stop with a non-zero
-  exit within seconds instead of hanging in a collective. At the end each writes a ``done-*``
-  marker; the main process waits for all, reads every answer file, scores and writes the outputs.
-* Preparation (image decoding, processor) runs in DataLoader workers; a question that cannot be
-  prepared (undecodable image, prompt too long) is recorded with its error; an out-of-memory
-  error halves the batch and retries.
+* One launch at a time per output folder: the main process holds an exclusive lock on it for the
+  whole run (:class:`gmai_hf.processes.OutputLock`), and answers are reused only by a run with the
+  same settings on the same data (:data:`RESUME_KEYS`, data identified by file names and sizes).
+* Each process appends every answer to its own file ``OUT/shards/answers-<rank>-of-<n>.jsonl`` as
+  soon as it has it. The main process alone reads all answer files (whatever process count wrote
+  them), repairs lines cut off by a kill, and writes ``plan.json``: the questions still to answer
+  (missing or failed), in windows of similar prompt length dealt round-robin to the processes.
+  Every process works from that one snapshot: disjoint shares that together cover every pending
+  question exactly once, for any process count.
+* The only collective operation hands out the launch's token right after start-up (timeout
+  :data:`gmai_hf.processes.STARTUP_TIMEOUT_S`); after that processes talk through files
+  (:mod:`gmai_hf.processes`), so a dead or stuck process stops the others within seconds.
+* Preparation (image decoding, protocol re-encoding, processor) runs in DataLoader workers; a
+  question that cannot be prepared is recorded with its error. The backend sorts each window by
+  the processor's token count before batching.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gmai_hf import prompts, schema
-from gmai_hf.backends import Backend, Prepared, Question, QuestionError, load_backend
+from gmai_hf import identity, prompts, protocols, schema
+from gmai_hf.backends import Failed, Prepared, Question, QuestionError, load_backend
+from gmai_hf.backends.base import MODES
+from gmai_hf.processes import (
+    Heartbeat,
+    OutputLock,
+    PeerFailure,
+    Peers,
+    new_token,
+    shard_name,
+    share_token,
+)
 
 logger = logging.getLogger(__name__)
 
-MODES: tuple[str, ...] = ("generate", "likelihood")
 SHARDS_DIR = "shards"
 CONFIG_FILE = "config.json"
-HEARTBEAT_INTERVAL_S = 1.0
-#: A process whose heartbeat is older than this (and not done) is taken as dead.
-HEARTBEAT_TIMEOUT_S = float(os.environ.get("GMAI_HF_HEARTBEAT_TIMEOUT", "15"))
-#: Test hook: ``N`` (or ``N@RANK``) kills the process(es) with SIGKILL after N batches written.
-KILL_AFTER_ENV = "GMAI_HF_TEST_KILL_AFTER_BATCHES"
+PLAN_FILE = "plan.json"
+#: Batches per window: questions are prepared in windows of ``batch_size * WINDOW_BATCHES`` and
+#: sorted by their token count inside it, so batches hold prompts of similar length.
+WINDOW_BATCHES = 4
+#: Test hook: ``N`` (or ``N@RANK``) kills the process(es) with SIGKILL after N answers written.
+KILL_AFTER_ENV = "GMAI_HF_TEST_KILL_AFTER_ANSWERS"
 #: Settings that must match for answers already on disk to be reused.
 RESUME_KEYS: tuple[str, ...] = (
     "model",
+    "backend",
     "split",
     "selection",
     "limit",
     "mode",
     "prompt",
+    "protocol",
     "max_new_tokens",
     "dtype",
     "seed",
+    "data_files",
 )
 
 
@@ -69,14 +82,20 @@ class RunConfig:
     selection: dict[str, list[str]] = field(default_factory=dict)
     limit: int | None = None
     batch_size: int = 8
-    max_new_tokens: int = 32
+    max_new_tokens: int = 2048
     mode: str = "generate"
     prompt: str = "vlmevalkit"
+    protocol: str = protocols.DEFAULT_PROTOCOL
+    backend: str = "transformers"
     dtype: str = "auto"
     seed: int = 0
     trust_remote_code: bool = False
     num_workers: int | None = None
     matching: str = "vlmevalkit"
+    #: Backend options (e.g. the ``openai`` backend's base URL, concurrency, retries).
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    #: Files the split is read from, as ``[[name, bytes], ...]`` (set when the data is loaded).
+    data_files: list[list[Any]] | None = None
 
     def validate(self) -> None:
         checks = [
@@ -88,6 +107,10 @@ class RunConfig:
             (
                 self.prompt in prompts.PROMPT_STYLES,
                 f"--prompt {self.prompt!r}: choose one of {', '.join(prompts.PROMPT_STYLES)}",
+            ),
+            (
+                self.protocol in protocols.PROTOCOLS,
+                f"--protocol {self.protocol!r}: choose one of {', '.join(protocols.PROTOCOLS)}",
             ),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.max_new_tokens >= 1, f"--max-new-tokens must be at least 1, got {self.max_new_tokens}"),
@@ -102,21 +125,15 @@ class RunConfig:
         return {key: values[key] for key in RESUME_KEYS}
 
 
-class PeerFailure(RuntimeError):
-    """Another process of the run failed or stopped answering."""
-
-
 # --- Answer files ------------------------------------------------------------------------------
 
 
-def shard_name(kind: str, rank: int, processes: int, suffix: str = "") -> str:
-    return f"{kind}-{rank}-of-{processes}{suffix}"
-
-
 def read_answers(shards_dir: Path) -> dict[int, dict[str, Any]]:
-    """Every answer in every ``answers-*.jsonl`` (from any process count), by question index.
+    """The answer to keep for every question in every ``answers-*.jsonl`` (any process count).
 
-    Lines that are not valid JSON are skipped: a process killed mid-write leaves a cut last line.
+    A successful answer is kept over a failure, and the first of several over later ones (a
+    question is never answered twice, but may fail before it succeeds). Lines that are not
+    valid JSON are skipped: a process killed mid-write leaves a cut last line.
     """
     answers: dict[int, dict[str, Any]] = {}
     for path in sorted(shards_dir.glob("answers-*.jsonl")):
@@ -131,7 +148,9 @@ def read_answers(shards_dir: Path) -> dict[int, dict[str, Any]]:
                             "%s, line %d: incomplete answer ignored (will be redone)", path, number
                         )
                     continue
-                answers.setdefault(index, answer)
+                kept = answers.get(index)
+                if kept is None or (kept.get("error") and not answer.get("error")):
+                    answers[index] = answer
     return answers
 
 
@@ -148,71 +167,71 @@ def repair_tail(path: Path) -> None:
 
 
 def check_resume_config(shards_dir: Path, config: RunConfig) -> None:
-    """Refuse to mix answers of different settings in one output folder."""
+    """Refuse to mix answers of different settings, or of other data, in one output folder."""
     path = shards_dir / CONFIG_FILE
     answered = any(answers.stat().st_size for answers in shards_dir.glob("answers-*.jsonl"))
-    if not path.exists() or not answered:  # nothing to mix up (e.g. the model failed to load)
+    if not answered:  # nothing to mix up (e.g. the model failed to load)
         return
+    if not path.exists():
+        raise ValueError(
+            f"{shards_dir} holds answers but no {CONFIG_FILE} saying which run wrote them: use another "
+            f"--output-dir (or delete {shards_dir})"
+        )
     saved = json.loads(path.read_text(encoding="utf-8"))
     wanted = json.loads(json.dumps(config.resume_key()))
     diff = {k: (saved.get(k), wanted[k]) for k in RESUME_KEYS if saved.get(k) != wanted[k]}
     if diff:
-        details = "; ".join(f"{k}: was {old!r}, now {new!r}" for k, (old, new) in diff.items())
+        details = "; ".join(f"{k}: was {_short(old)}, now {_short(new)}" for k, (old, new) in diff.items())
         raise ValueError(
-            f"{config.output_dir} holds answers of a run with other settings ({details}): rerun with the "
-            f"same settings to resume, or use another --output-dir (or delete {shards_dir})"
+            f"{config.output_dir} holds answers of a run with other settings or data ({details}): rerun with "
+            f"the same settings and data to resume, or use another --output-dir (or delete {shards_dir})"
         )
 
 
-def plan_batches(lengths: Mapping[int, int], batch_size: int) -> list[list[int]]:
-    """Positions grouped into batches of similar prompt length, longest first (so an
-    out-of-memory error shows up at once, not hours in)."""
-    order = sorted(lengths, key=lambda pos: (-lengths[pos], pos))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def shard(batches: Sequence[list[int]], rank: int, processes: int) -> list[list[int]]:
-    """This process's batches: round-robin, so shares are disjoint and differ by one batch at most."""
-    return list(batches[rank::processes])
+def plan_windows(costs: Mapping[int, int], window: int) -> list[list[int]]:
+    """Questions grouped into windows of ``window`` of similar cost (prompt length), largest
+    first (so an out-of-memory error shows up at once, not hours in)."""
+    order = sorted(costs, key=lambda key: (-costs[key], key))
+    return [order[i : i + window] for i in range(0, len(order), window)]
+
+
+def shard(windows: Sequence[list[int]], rank: int, processes: int) -> list[list[int]]:
+    """This process's windows: round-robin, so shares are disjoint and differ by one window at most."""
+    return list(windows[rank::processes])
 
 
 # --- Preparation (DataLoader workers) ----------------------------------------------------------
 
 
-@dataclass
-class Failed:
-    """A question that could not be prepared, with the reason."""
-
-    index: int
-    error: str
-
-
-def decode_image(value: Mapping[str, Any] | None, index: int) -> Any:
-    """Fully decode a stored image (``datasets.Image(decode=False)`` value) to RGB."""
-    from PIL import Image
-
+def stored_image(value: Mapping[str, Any] | None, index: int) -> bytes:
+    """The bytes of a stored image (a ``datasets.Image(decode=False)`` value)."""
     if value is None or (value.get("bytes") is None and not value.get("path")):
         raise QuestionError(f"question {index} has no image")
-    try:
-        source = io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value["path"]
-        with Image.open(source) as image:
-            image.load()
-            return image.convert("RGB")
-    except Exception as error:
-        raise QuestionError(
-            f"image of question {index} cannot be decoded ({type(error).__name__}: {error}); "
-            "the data file may be damaged: re-download or re-export it"
-        ) from error
+    if value.get("bytes") is not None:
+        return value["bytes"]
+    with open(value["path"], "rb") as handle:
+        return handle.read()
 
 
 class QuestionDataset:
     """Map-style dataset: position -> prepared question (or :class:`Failed`), run in workers."""
 
     def __init__(
-        self, ds: Any, prompt_style: str, preparer: Callable[[Question], Prepared], needs_image: bool
+        self,
+        ds: Any,
+        prompt_style: str,
+        protocol: str,
+        preparer: Callable[[Question], Prepared],
+        needs_image: bool,
     ) -> None:
-        self.ds = ds
+        self.ds = ds if needs_image else ds.remove_columns("image")
         self.prompt_style = prompt_style
+        self.protocol = protocol
         self.preparer = preparer
         self.needs_image = needs_image
 
@@ -220,17 +239,24 @@ class QuestionDataset:
         return len(self.ds)
 
     def __getitem__(self, position: int) -> Prepared | Failed:
-        row = self.ds[position]
+        row = protocols.present_row(self.ds[position], self.protocol)
         index = int(row["index"])
         try:
-            image = decode_image(row.get("image"), index) if self.needs_image else None
-            question = Question(
-                index=index,
-                prompt=prompts.build_prompt(row, self.prompt_style),
-                options=prompts.present_options(row),
-                image=image,
-            )
-            return self.preparer(question)
+            image = None
+            if self.needs_image:
+                raw = stored_image(row.get("image"), index)
+                try:
+                    image = protocols.image_bytes(raw, self.protocol)
+                except Exception as error:
+                    raise QuestionError(
+                        f"image of question {index} cannot be decoded ({type(error).__name__}: {error}); "
+                        "the data file may be damaged: re-download or re-export it"
+                    ) from error
+            prompt = prompts.build_prompt(row, self.prompt_style)
+            question = Question(index, prompt, prompts.present_options(row), image)
+            prepared = self.preparer(question)
+            prepared.cost = prepared.cost or len(prompt)
+            return prepared
         except QuestionError as error:
             return Failed(index, str(error))
 
@@ -240,82 +266,13 @@ def _collate(items: list[Any]) -> list[Any]:
 
 
 def _worker_init(_: int) -> None:
+    import signal as signals
+
     import torch
 
     torch.set_num_threads(1)
-
-
-# --- Coordination through files ----------------------------------------------------------------
-
-
-class Heartbeat:
-    """Touch a file every second from a daemon thread, so peers can tell this process is alive."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="gmai-hf-heartbeat", daemon=True)
-
-    def _beat(self) -> None:
-        while not self._stop.is_set():
-            self.path.touch()
-            self._stop.wait(HEARTBEAT_INTERVAL_S)
-
-    def __enter__(self) -> Heartbeat:
-        self.path.touch()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-class Peers:
-    """This process's view of the others, through their marker files."""
-
-    def __init__(self, shards_dir: Path, rank: int, processes: int) -> None:
-        self.dir = shards_dir
-        self.rank = rank
-        self.processes = processes
-
-    def path(self, kind: str, rank: int | None = None) -> Path:
-        return self.dir / shard_name(kind, self.rank if rank is None else rank, self.processes)
-
-    def clear_own(self) -> None:
-        for kind in ("done", "failed", "heartbeat"):
-            self.path(kind).unlink(missing_ok=True)
-
-    def mark(self, kind: str, text: str = "") -> None:
-        self.path(kind).write_text(text, encoding="utf-8")
-
-    def check(self) -> list[int]:
-        """Ranks done so far; raises :class:`PeerFailure` if one failed or went silent."""
-        done = []
-        now = time.time()
-        for rank in range(self.processes):
-            if rank == self.rank:
-                continue
-            if self.path("done", rank).exists():
-                done.append(rank)
-                continue
-            failed = self.path("failed", rank)
-            if failed.exists():
-                reason = failed.read_text(encoding="utf-8").strip().splitlines()
-                raise PeerFailure(
-                    f"process {rank} of {self.processes} failed: {reason[-1] if reason else '?'}"
-                )
-            heartbeat = self.path("heartbeat", rank)
-            try:
-                age = now - heartbeat.stat().st_mtime
-            except FileNotFoundError:
-                age = float("inf")
-            if age > HEARTBEAT_TIMEOUT_S:
-                raise PeerFailure(
-                    f"process {rank} of {self.processes} stopped answering (no heartbeat for "
-                    f"{min(age, 1e9):.0f} s; killed or out of memory?)"
-                )
-        return done
+    # Ctrl-C reaches the whole process group: the main process handles it, workers stay quiet
+    signals.signal(signals.SIGINT, signals.SIG_IGN)
 
 
 class Progress:
@@ -326,6 +283,7 @@ class Progress:
 
         self.paths = paths
         self.offsets = {path: path.stat().st_size if path.exists() else 0 for path in paths}
+        self.failed = 0
         self.bar = tqdm(total=total, unit="q", desc="GMAI-MMBench", disable=not enabled, dynamic_ncols=True)
 
     def poll(self) -> None:
@@ -339,8 +297,11 @@ class Progress:
                 continue
             complete = data.rfind(b"\n") + 1
             new += data.count(b"\n", 0, complete)
+            self.failed += data.count(b'"error": "', 0, complete)
             self.offsets[path] += complete
         if new:
+            if self.failed:
+                self.bar.set_postfix(failed=self.failed, refresh=False)
             self.bar.update(new)
 
     def close(self) -> None:
@@ -349,7 +310,7 @@ class Progress:
 
 
 def _kill_after(rank: int) -> int | None:
-    """Batches after which the test hook kills this process (None: never)."""
+    """Answers after which the test hook kills this process (None: never)."""
     value = os.environ.get(KILL_AFTER_ENV)
     if not value:
         return None
@@ -362,27 +323,40 @@ def _kill_after(rank: int) -> int | None:
 # --- The run -----------------------------------------------------------------------------------
 
 
-def load_questions(config: RunConfig) -> Any:
-    """The selected questions of the split, as a ``datasets.Dataset`` (images not decoded)."""
+@dataclass
+class Questions:
+    """The questions a run answers: the selected rows, and the split they were selected from."""
+
+    ds: Any  # datasets.Dataset, images not decoded
+    rows: list[dict[str, Any]]  # metadata rows (no image), as the protocol presents them
+    split_size: int
+    files: list[Path]
+
+
+def load_questions(config: RunConfig) -> Questions:
+    """The selected questions of the split (images not decoded) and what identifies the data."""
     import datasets
 
     from gmai_hf import tree
     from gmai_hf.builder import load_split
 
     ds = load_split(config.split, config.data_dir)
+    split_size = len(ds)
     if config.selection:
         ds = tree.select(ds, **config.selection)
     if config.limit is not None:
         ds = ds.select(range(min(config.limit, len(ds))))
     if not len(ds):
         raise ValueError("the selection holds no question: widen the selection flags")
-    return ds.cast_column("image", datasets.Image(decode=False))
+    rows = [protocols.present_row(row, config.protocol) for row in ds.remove_columns("image").to_list()]
+    files = identity.split_files(config.split, config.data_dir)
+    return Questions(ds.cast_column("image", datasets.Image(decode=False)), rows, split_size, files)
 
 
 class Runner:
     """One process's part of a run (``run`` creates one per process)."""
 
-    def __init__(self, config: RunConfig, state: Any) -> None:
+    def __init__(self, config: RunConfig, state: Any, heartbeat: Heartbeat | None = None) -> None:
         self.config = config
         self.state = state
         self.rank = state.process_index
@@ -390,154 +364,170 @@ class Runner:
         self.shards_dir = Path(config.output_dir) / SHARDS_DIR
         self.peers = Peers(self.shards_dir, self.rank, self.processes)
         self.answers_path = self.shards_dir / shard_name("answers", self.rank, self.processes, ".jsonl")
-        self.batch_limit = config.batch_size
+        self.heartbeat = heartbeat or Heartbeat()
         self.backend_info: dict[str, Any] | None = None
         self.answer_started: float | None = None  # when this process's model was ready
 
-    def answer_batch(self, backend: Backend, items: Sequence[Prepared]) -> list[str | None]:
-        """Answers for ``items``, in chunks of at most ``batch_limit``, halving it (for the rest of
-        the run) on out-of-memory; None for a question that does not fit in memory even alone."""
-        answers: list[str | None] = []
-        start = 0
-        while start < len(items):
-            chunk = items[start : start + self.batch_limit]
-            try:
-                if self.config.mode == "likelihood":
-                    answers += backend.score_letters(chunk)
-                else:
-                    answers += backend.generate(chunk, self.config.max_new_tokens)
-            except Exception as error:
-                if not backend.is_out_of_memory(error):
-                    raise
-                if len(chunk) == 1:
-                    answers.append(None)
-                else:
-                    self.batch_limit = (len(chunk) + 1) // 2
-                    logger.warning(
-                        "out of memory with %d questions; now %d at a time", len(chunk), self.batch_limit
-                    )
-                    continue
-            start += len(chunk)
-        return answers
-
     def run(self) -> int:
+        """Take the output folder, share the launch token, then run; the exit status."""
+        state = self.state
+        lock, token, refused = None, None, None
+        if state.is_main_process:
+            try:
+                lock = OutputLock(Path(self.config.output_dir)).acquire()
+                self.shards_dir.mkdir(parents=True, exist_ok=True)
+                self.peers.clear_markers()  # a previous launch's markers, before anyone writes new ones
+                token = new_token()
+            except Exception as error:  # the others must learn it too, not wait in the broadcast
+                refused = error
+        token = share_token(state, token)
+        try:
+            if token is None:
+                if refused is not None:
+                    raise refused
+                return 2  # the main process could not start; it says why
+            return self._run(token)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _run(self, token: str) -> int:
         config, state = self.config, self.state
         started = time.time()
         self.shards_dir.mkdir(parents=True, exist_ok=True)
-        check_resume_config(self.shards_dir, config)
-        with state.main_process_first():
-            ds = load_questions(config)
-        meta = ds.remove_columns("image")
-        rows = meta.to_list()
-        self.peers.clear_own()
-        repair_tail(self.answers_path)
-        answered = read_answers(self.shards_dir)
-        pending = {pos: row for pos, row in enumerate(rows) if int(row["index"]) not in answered}
-        if state.is_main_process and not answered:
-            (self.shards_dir / CONFIG_FILE).write_text(
-                json.dumps(config.resume_key(), indent=2), encoding="utf-8"
-            )
-        progress = Progress(
-            [
-                self.shards_dir / shard_name("answers", r, self.processes, ".jsonl")
-                for r in range(self.processes)
-            ],
-            total=len(pending),
-            enabled=state.is_main_process,
-        )
-        with Heartbeat(self.peers.path("heartbeat")):
-            state.wait_for_everyone()  # every process has read the same answers: shares agree
-            loop_started = time.time()
+        self.peers.since = time.time()
+        self.heartbeat.start(self.peers.path("heartbeat"))
+        progress = None
+        try:
+            # every process at once: datasets' file lock lets one prepare the cache, the others wait
+            questions = load_questions(config)
+            config.data_files = identity.fingerprint(questions.files)
+            plan_path = self.shards_dir / PLAN_FILE
             if state.is_main_process:
-                logger.info(
-                    "%d questions selected, %d already answered, %d to answer over %d process(es)",
-                    len(rows),
-                    len(rows) - len(pending),
-                    len(pending),
-                    self.processes,
-                )
-            lengths = {pos: len(prompts.build_prompt(row, config.prompt)) for pos, row in pending.items()}
-            batches = shard(plan_batches(lengths, config.batch_size), self.rank, self.processes)
-            try:
-                if batches:
-                    self._answer_all(ds, batches, progress)
-                self.peers.mark("done")
-                if not state.is_main_process:
-                    return 0
-                self._wait_for_peers(progress)
-            except PeerFailure as error:
+                plan = self._plan(questions, token)
+            else:
+                plan = self.peers.wait_for(plan_path, lambda path: _plan_for(path, token), "the plan")
+            progress = Progress(
+                [
+                    self.shards_dir / shard_name("answers", rank, self.processes, ".jsonl")
+                    for rank in range(self.processes)
+                ],
+                total=plan["pending"],
+                enabled=state.is_main_process,
+            )
+            positions = {int(row["index"]): position for position, row in enumerate(questions.rows)}
+            windows = [[positions[index] for index in window] for window in plan["shares"][self.rank]]
+            loop_started = time.time()
+            if windows:
+                self._answer_all(questions.ds, windows, progress)
+            self.peers.mark("done", token)
+            if not state.is_main_process:
+                return 0
+            self._wait_for_peers(progress)
+        except PeerFailure as error:
+            if state.is_main_process:
                 logger.error("%s; stopping. Rerun the same command to resume.", error)
-                return 1
-            except BaseException as error:
-                self.peers.mark("failed", f"{type(error).__name__}: {error}")
-                raise
-            finally:
+            return 1
+        except BaseException as error:
+            self.peers.mark("failed", f"{type(error).__name__}: {error}")
+            raise
+        finally:
+            if progress is not None:
                 progress.close()
-            loop_time = time.time() - (self.answer_started or loop_started)
-        return self._finish(rows, started, loop_time, len(rows) - len(pending), len(pending))
+            self.heartbeat.stop()
+        loop_time = time.time() - (self.answer_started or loop_started)
+        return self._finish(questions, started, loop_time, plan)
 
-    def _answer_all(self, ds: Any, batches: list[list[int]], progress: Progress) -> None:
+    def _plan(self, questions: Questions, token: str) -> dict[str, Any]:
+        """Main process: check the settings, read every answer file once, deal out what is pending."""
+        config = self.config
+        check_resume_config(self.shards_dir, config)
+        (self.shards_dir / CONFIG_FILE).write_text(
+            json.dumps(config.resume_key(), indent=2), encoding="utf-8"
+        )
+        for path in self.shards_dir.glob("answers-*.jsonl"):
+            repair_tail(path)
+        answered = read_answers(self.shards_dir)
+        costs = {
+            int(row["index"]): len(prompts.build_prompt(row, config.prompt))
+            for row in questions.rows
+            if answered.get(int(row["index"]), {"error": "missing"}).get("error")
+        }
+        retried = sum(index in answered for index in costs)
+        windows = plan_windows(costs, config.batch_size * WINDOW_BATCHES)
+        plan = {
+            "token": token,
+            "processes": self.processes,
+            "pending": len(costs),
+            "shares": [shard(windows, rank, self.processes) for rank in range(self.processes)],
+        }
+        from gmai_hf.files import write_atomic
+
+        write_atomic(self.shards_dir / PLAN_FILE, json.dumps(plan))
+        logger.info(
+            "%d questions selected, %d already answered, %d to answer%s over %d process(es)",
+            len(questions.rows),
+            len(questions.rows) - len(costs),
+            len(costs),
+            f" ({retried} failed before: retried)" if retried else "",
+            self.processes,
+        )
+        return plan
+
+    def _answer_all(self, ds: Any, windows: list[list[int]], progress: Progress) -> None:
         import torch
 
         config = self.config
         backend = load_backend(
+            config.backend,
             config.model,
             self.state.device,
             dtype=config.dtype,
             seed=config.seed,
             trust_remote_code=config.trust_remote_code,
             reserved_tokens=config.max_new_tokens if config.mode == "generate" else 1,
+            options=config.backend_options,
         )
+        backend.batch_limit = config.batch_size
         self.backend_info = backend.describe()
         self.answer_started = time.time()
         workers = config.num_workers
         if workers is None:
             workers = min(4, max(1, (os.cpu_count() or 1) // self.processes)) if backend.needs_image else 0
         loader = torch.utils.data.DataLoader(
-            QuestionDataset(ds, config.prompt, backend.preparer(), backend.needs_image),
-            batch_sampler=batches,
+            QuestionDataset(ds, config.prompt, config.protocol, backend.preparer(), backend.needs_image),
+            batch_sampler=windows,
             collate_fn=_collate,
             num_workers=max(0, workers),
             worker_init_fn=_worker_init if workers > 0 else None,
-            pin_memory=torch.cuda.is_available(),
         )
         kill_after = _kill_after(self.rank)
+        written, checked = 0, time.monotonic()
         with self.answers_path.open("a", encoding="utf-8") as out:
-            for number, batch in enumerate(loader, 1):
-                self.peers.check()
-                ready = [item for item in batch if isinstance(item, Prepared)]
-                texts = self.answer_batch(backend, ready) if ready else []
-                lines = [
-                    {"index": item.index, "prediction": text, "error": None}
-                    for item, text in zip(ready, texts, strict=True)
-                    if text is not None
-                ]
-                failures = [item for item in batch if isinstance(item, Failed)]
-                failures += [
-                    Failed(item.index, f"question {item.index} does not fit in memory even alone")
-                    for item, text in zip(ready, texts, strict=True)
-                    if text is None
-                ]
-                for failed in failures:
-                    logger.warning("%s", failed.error)
-                    lines.append({"index": failed.index, "prediction": "", "error": failed.error})
-                out.write("".join(json.dumps(line) + "\n" for line in lines))
+            for answer in backend.answers(loader, config.mode, config.max_new_tokens):
+                if answer.error:
+                    logger.warning("%s", answer.error)
+                out.write(json.dumps(answer.to_json()) + "\n")
                 out.flush()
-                progress.poll()
-                if kill_after is not None and number >= kill_after:
+                written += 1
+                if time.monotonic() - checked > 1:
+                    self.peers.check()
+                    progress.poll()
+                    checked = time.monotonic()
+                if kill_after is not None and written >= kill_after:
                     os.kill(os.getpid(), signal.SIGKILL)
+        self.backend_info = backend.describe()  # with what the engine counted while answering
 
     def _wait_for_peers(self, progress: Progress) -> None:
         while len(self.peers.check()) < self.processes - 1:
             progress.poll()
             time.sleep(0.2)
 
-    def _finish(
-        self, rows: list[dict[str, Any]], started: float, loop_time: float, resumed: int, new: int
-    ) -> int:
+    def _finish(self, questions: Questions, started: float, loop_time: float, plan: dict[str, Any]) -> int:
         from gmai_hf import results
 
         config = self.config
+        rows = questions.rows
         answers = read_answers(self.shards_dir)
         missing = [int(row["index"]) for row in rows if int(row["index"]) not in answers]
         if missing:
@@ -545,10 +535,12 @@ class Runner:
                 f"{len(missing)} selected questions have no answer in {self.shards_dir} "
                 f"(first: {missing[:5]}); rerun the same command to answer them"
             )
-        predictions = {i: a["prediction"] for i, a in answers.items() if not a.get("error")}
-        errors = {i: a["error"] for i, a in answers.items() if a.get("error")}
+        selected = [answers[int(row["index"])] for row in rows]
+        predictions = {int(a["index"]): a["prediction"] for a in selected if not a.get("error")}
+        errors = {int(a["index"]): a["error"] for a in selected if a.get("error")}
+        retryable = [int(a["index"]) for a in selected if a.get("error") and a.get("retry")]
         records = results.build_records(rows, predictions, errors, matching=config.matching)
-        failed = sum(r["error"] is not None for r in records)
+        new = plan["pending"]
         run_info = {
             **config.resume_key(),
             "data_dir": config.data_dir,
@@ -557,45 +549,96 @@ class Runner:
             "matching": config.matching,
             "questions": len(rows),
             "answered_now": new,
-            "resumed": resumed,
-            "failed": failed,
+            "resumed": len(rows) - new,
+            "failed": len(errors),
+            "truncated": sum(bool(a.get("truncated")) for a in selected),
             "wall_time_s": round(time.time() - started, 3),
             "answer_time_s": round(loop_time, 3),
             "questions_per_s": round(new / loop_time, 3) if new and loop_time > 0 else None,
-            "backend": self.backend_info,
+            "engine": self.backend_info,
+            "usage": _usage(selected),
             "versions": results.library_versions(),
         }
         previous = Path(config.output_dir) / results.RESULTS_FILE
-        if not new and previous.exists():  # a finished run rerun: keep the speed of the run that answered
+        if not new and previous.exists():  # a finished run rerun: keep the timing of the runs that answered
             earlier = json.loads(previous.read_text(encoding="utf-8")).get("run") or {}
-            run_info.update({k: earlier.get(k) for k in ("answer_time_s", "questions_per_s", "backend")})
+            timing = ("wall_time_s", "answer_time_s", "questions_per_s", "engine")
+            run_info.update({key: earlier.get(key) for key in timing})
+        data = identity.describe(config.split, config.data_dir, questions.split_size)
         results.write_outputs(
-            config.output_dir, records, run_info, config.split, rows, matching=config.matching
+            config.output_dir, records, run_info, config.split, rows, matching=config.matching, data=data
         )
         summary = "no answers (test split)"
         if records and records[0]["answer"] is not None:
             correct = sum(bool(r["hit"]) for r in records)
             summary = f"accuracy {correct / len(records):.2%} ({correct}/{len(records)})"
-        logger.info("%s; %d failed; outputs in %s", summary, failed, config.output_dir)
+        logger.info("%s; %d failed; outputs in %s", summary, len(errors), config.output_dir)
+        if run_info["truncated"]:
+            logger.warning(
+                "%d answers stopped at --max-new-tokens %d; raise it if they were cut off before the letter",
+                run_info["truncated"],
+                config.max_new_tokens,
+            )
+        if retryable:
+            first = errors[retryable[0]]
+            logger.error(
+                "%d question(s) failed (e.g. %s); they are scored as wrong: rerun the same command to retry "
+                "them",
+                len(retryable),
+                first,
+            )
+            return 1
         return 0
 
 
-def make_state(timeout_s: float = 4 * 3600) -> Any:
+def _plan_for(path: Path, token: str) -> dict[str, Any] | None:
+    """The plan in ``path`` if it is this launch's (an earlier launch's plan may still be there)."""
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return plan if plan.get("token") == token else None
+
+
+def _usage(answers: Sequence[Mapping[str, Any]]) -> dict[str, int] | None:
+    """Request accounting summed over every answer of the run (API backends; None otherwise)."""
+    total: dict[str, int] = {}
+    for answer in answers:
+        for key, value in (answer.get("usage") or {}).items():
+            total[key] = total.get(key, 0) + int(value)
+    return total or None
+
+
+def saved_answers(output_dir: str | os.PathLike[str]) -> int:
+    """How many questions have an answer on disk in ``output_dir`` (for the interrupt message)."""
+    shards_dir = Path(output_dir) / SHARDS_DIR
+    if not shards_dir.is_dir():
+        return 0
+    return sum(not answer.get("error") for answer in read_answers(shards_dir).values())
+
+
+def make_state() -> Any:
     """accelerate's process state; gloo on CPU so ``--multi_gpu`` launches work without GPUs.
 
-    The long timeout covers start-up only (the main process may build the Arrow cache of a
-    multi-GB split while the others wait); nothing waits in a collective after that.
+    Collectives time out after :data:`gmai_hf.processes.STARTUP_TIMEOUT_S`: only the start-up
+    token broadcast uses one; everything that may take long coordinates through files.
     """
     from datetime import timedelta
 
     import torch
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=timeout_s))
+    from gmai_hf.processes import STARTUP_TIMEOUT_S
+
+    return PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=STARTUP_TIMEOUT_S))
 
 
 def run(config: RunConfig) -> int:
     """Run (or resume) an evaluation in this process; the exit status of the process."""
     config.validate()
-    state = make_state()
-    return Runner(config, state).run()
+    heartbeat = Heartbeat().start()  # from the start: an orphaned process exits even during start-up
+    try:
+        state = make_state()
+        return Runner(config, state, heartbeat).run()
+    finally:
+        heartbeat.stop()

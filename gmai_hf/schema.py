@@ -171,6 +171,10 @@ SPLITS: tuple[str, ...] = ("validation", "test")
 VAL_FILENAME = "GMAI-MMBench_VAL.tsv"
 VAL_REPO = "VLMEval/GMAI-MMBench"
 VAL_MD5 = "254bd581627866f1c499d3d6b4422324"
+#: Other names VAL is published under (OpenGVLab's repo holds the same bytes under this name).
+VAL_ALIASES: tuple[str, ...] = ("GMAI_mm_bench_VAL.tsv",)
+#: Questions in the official VAL file (indices 0..4549).
+VAL_QUESTIONS = 4550
 
 TEST_PARTS: int = 11
 TEST_REPO = "OpenGVLab/GMAI-MMBench"  # gated: the user must accept its terms and pass a token

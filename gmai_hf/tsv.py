@@ -21,6 +21,11 @@ from typing import NamedTuple
 #: Bytes read per system call; a record longer than this spans several reads.
 CHUNK_SIZE = 16 * 1024 * 1024
 
+#: The longest record the reader accepts. The real files' largest field (a base64 PNG) is a few
+#: MB; a record past this bound is a stray quote that swallowed the rest of the file, and failing
+#: there keeps memory bounded on bad input as on good input.
+MAX_RECORD_BYTES = 256 * 1024 * 1024
+
 _QUOTE = b'"'
 _TAB = b"\t"
 _NL = b"\n"
@@ -70,7 +75,13 @@ def read_header(path: str | os.PathLike[str]) -> tuple[list[str], int]:
     text = line.rstrip(b"\r\n")
     if _QUOTE in text:
         raise TsvFormatError(f"{path}: quoted header names are not supported: {text[:200]!r}")
-    return [name.decode("utf-8") for name in text.split(_TAB)], end
+    try:
+        return [name.decode("utf-8") for name in text.split(_TAB)], end
+    except UnicodeDecodeError as error:
+        raise TsvFormatError(
+            f"{path}: line 1: the header is not UTF-8 text ({error}); is this a GMAI-MMBench TSV? "
+            "Re-download it or save it as UTF-8"
+        ) from None
 
 
 def _count_quotes(buf: bytes, start: int, end: int) -> int:
@@ -121,10 +132,11 @@ def split_quoted(record: bytes) -> list[bytes]:
     return fields
 
 
-def _split(buf: bytes, start: int, stop: int, has_quote: bool) -> list[bytes]:
+def _split(buf: bytes | bytearray, start: int, stop: int, has_quote: bool) -> list[bytes]:
     if stop > start and buf[stop - 1] == 13:  # tolerate CRLF line ends (pandas on Windows)
         stop -= 1
-    record = buf[start:stop]
+    with memoryview(buf) as view:  # one copy of the record, as bytes
+        record = bytes(view[start:stop])
     return split_quoted(record) if has_quote else record.split(_TAB)
 
 
@@ -136,18 +148,22 @@ def iter_records(
     *,
     index_field: int | None = None,
     chunk_size: int = CHUNK_SIZE,
+    max_record_bytes: int = MAX_RECORD_BYTES,
 ) -> Iterator[Record]:
     """Records whose first byte lies in ``[start, end)``; ``start`` must be a row start.
 
     Every record is checked to have ``n_fields`` fields. A last record without its newline is
     yielded when complete (field count right) and reported as a truncated file otherwise.
-    ``index_field`` (a column position) lets errors name the question's index.
+    ``index_field`` (a column position) lets errors name the question's index. A record longer
+    than ``max_record_bytes`` is an error naming the line where its unclosed quote opened.
     """
     path = Path(path)
     limit = os.path.getsize(path) if end is None else end
     with path.open("rb") as handle:
         handle.seek(start)
-        buf = b""
+        # A bytearray grows in place (and drops consumed bytes from its front in O(1)), so a
+        # record spanning many reads is held once, not copied at every read.
+        buf = bytearray()
         base = start  # file offset of buf[0]
         pos = 0  # record start within buf
         scan = 0  # where the search for the record's newline continues
@@ -162,13 +178,16 @@ def iter_records(
                     yield _last_record(path, buf, base, pos, quotes, n_fields, index_field)
                     return
                 quotes += _count_quotes(buf, scan, len(buf))
+                if len(buf) - pos > max_record_bytes:
+                    raise TsvFormatError(_unclosed_quote(path, buf, base, pos, index_field, max_record_bytes))
                 # Read on past ``end`` only to finish the record that started before it.
+                del buf[:pos]
+                base += pos
+                scan = len(buf)
+                pos = 0
                 chunk = handle.read(chunk_size)
                 eof = not chunk
-                scan = len(buf) - pos
-                buf = buf[pos:] + chunk
-                base += pos
-                pos = 0
+                buf += chunk
                 continue
             quotes += _count_quotes(buf, scan, newline)
             if quotes % 2:  # the newline is inside a quoted field
@@ -193,24 +212,51 @@ def iter_records(
             quotes = 0
 
 
-def _describe(path: Path, head: bytes, offset: int, index_field: int | None) -> str:
+def _describe(path: Path, head: bytes | bytearray, offset: int, index_field: int | None) -> str:
     """``"question index 12, line 14 (byte 2048)"``, the index only when it can be read."""
     location = where(path, offset)
     if index_field is not None:
-        value = head[:4096].split(_TAB)[index_field : index_field + 1]
+        value = bytes(head[:4096]).split(_TAB)[index_field : index_field + 1]
         if value and value[0].strip().isdigit():
             return f"question index {int(value[0])}, {location}"
     return f"row at {location}"
 
 
+def _opening_quote(buf: bytes | bytearray, pos: int) -> int:
+    """Position in ``buf`` of the quote that opened the field still open at the end of ``buf[pos:]``."""
+    opened, inside = pos, False
+    position = buf.find(_QUOTE, pos)
+    while position >= 0:
+        inside = not inside
+        if inside:
+            opened = position
+        position = buf.find(_QUOTE, position + 1)
+    return opened
+
+
+def _unclosed_quote(
+    path: Path, buf: bytearray, base: int, pos: int, index_field: int | None, limit: int
+) -> str:
+    opened = base + _opening_quote(buf, pos)
+    return (
+        f"{path}: {_describe(path, buf[pos : pos + 4096], base + pos, index_field)}: a quoted field opened "
+        f"at {where(path, opened)} is still open {len(buf) - pos:,} bytes later (more than the "
+        f"{limit:,} a record may hold): the file has a stray '\"' there (in pandas-style TSV a quote may "
+        "only open a field or be doubled inside one). Fix that line, or re-download or regenerate the file"
+    )
+
+
 def _last_record(
-    path: Path, buf: bytes, base: int, pos: int, quotes: int, n_fields: int, index_field: int | None
+    path: Path, buf: bytearray, base: int, pos: int, quotes: int, n_fields: int, index_field: int | None
 ) -> Record:
     """The final record of a file that does not end in a newline: complete, or a truncated file."""
     offset = base + pos
     problem = None
     if (quotes + _count_quotes(buf, pos, len(buf))) % 2:
-        problem = "ends inside a quoted field"
+        problem = (
+            f"ends inside a quoted field opened at {where(path, base + _opening_quote(buf, pos))} (if the "
+            "file is complete, that line holds a stray '\"')"
+        )
     else:
         try:
             fields = _split(buf, pos, len(buf), _QUOTE in buf[pos:])

@@ -62,7 +62,9 @@ def test_validation_outputs(tmp_path: Path) -> None:
         options=[[row[k] for k in schema.OPTION_LETTERS] for row in rows],
         **{dim: [row[dim] for row in rows] for dim in schema.BREAKDOWN_DIMENSIONS},
     )
-    assert results == json.loads(json.dumps({**expected, "run": {"model": "m", "split": "validation"}}))
+    assert results == json.loads(
+        json.dumps({**expected, "run": {"model": "m", "split": "validation"}, "data": None})
+    )
     assert results["correct"] == sum(r["hit"] for r in records) and results["unmatched"] >= 1
 
 

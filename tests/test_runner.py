@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from gmai_hf import runner, schema
-from gmai_hf.backends import Backend, Prepared
-from gmai_hf.runner import PeerFailure, Peers, RunConfig
+from gmai_hf.backends import Answer, Backend, Prepared
+from gmai_hf.processes import PeerFailure, Peers
+from gmai_hf.runner import RunConfig
 from gmai_hf.testing.data import encode_image, make_image, make_rows, write_benchmark, write_tsv
 from gmai_hf.testing.models import TINY_MODELS
 
@@ -54,14 +55,14 @@ def _answer_lines(output_dir: Path) -> list[dict]:
 def test_shards_are_disjoint_and_complete(processes: int, questions: int) -> None:
     rng = random.Random(questions)
     lengths = {pos: rng.randrange(50, 500) for pos in range(questions)}
-    batches = runner.plan_batches(lengths, batch_size=4)
-    shares = [runner.shard(batches, rank, processes) for rank in range(processes)]
-    flat = [pos for share in shares for batch in share for pos in batch]
+    windows = runner.plan_windows(lengths, window=4)
+    shares = [runner.shard(windows, rank, processes) for rank in range(processes)]
+    flat = [pos for share in shares for window in share for pos in window]
     assert sorted(flat) == list(range(questions))
     sizes = [len(share) for share in shares]
     assert max(sizes) - min(sizes) <= 1
-    ordered = [lengths[pos] for batch in batches for pos in batch]
-    assert ordered == sorted(ordered, reverse=True), "batches must group similar prompt lengths"
+    ordered = [lengths[pos] for window in windows for pos in window]
+    assert ordered == sorted(ordered, reverse=True), "windows must group similar prompt lengths"
 
 
 def test_truncated_answer_line_is_ignored_and_repaired(tmp_path: Path) -> None:
@@ -82,9 +83,9 @@ def test_peer_failure_is_noticed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     other.mark("failed", "Traceback...\nRuntimeError: boom")
     with pytest.raises(PeerFailure, match="process 1 of 3 failed: RuntimeError: boom"):
         me.check()
-    other.clear_own()
+    other.path("failed").unlink()
     old = time.time() - 60
-    other.mark("heartbeat")
+    me.since = old  # heartbeats have been expected for a minute
     os.utime(other.path("heartbeat"), (old, old))
     with pytest.raises(PeerFailure, match="process 1 of 3 stopped answering"):
         me.check()
@@ -103,7 +104,7 @@ class _SmallMemory(Backend):
     def generate(self, items, max_new_tokens):
         if len(items) > 2 or any(item.index == 99 for item in items):
             raise _OOM()
-        return [str(item.index) for item in items]
+        return [Answer(item.index, str(item.index)) for item in items]
 
     def score_letters(self, items):  # pragma: no cover - not used
         raise NotImplementedError
@@ -112,16 +113,15 @@ class _SmallMemory(Backend):
         return isinstance(error, _OOM)
 
 
-def test_out_of_memory_halves_the_batch_and_keeps_it_halved(tmp_path: Path) -> None:
-    class State:
-        process_index, num_processes = 0, 1
-
-    run = runner.Runner(RunConfig(model="x", output_dir=tmp_path, batch_size=8), State())
+def test_out_of_memory_halves_the_batch_and_keeps_it_halved() -> None:
+    backend = _SmallMemory()
+    backend.batch_limit = 8
     items = [Prepared(i, ("A", "B")) for i in range(7)]
-    assert run.answer_batch(_SmallMemory(), items) == [str(i) for i in range(7)]
-    assert run.batch_limit == 2
-    items = [Prepared(i, ("A", "B")) for i in (5, 99, 6)]
-    assert run.answer_batch(_SmallMemory(), items) == ["5", None, "6"]
+    assert [a.text for a in backend.answer_batch(items, "generate", 4)] == [str(i) for i in range(7)]
+    assert backend.batch_limit == 2
+    answers = backend.answer_batch([Prepared(i, ("A", "B")) for i in (5, 99, 6)], "generate", 4)
+    assert [a.text for a in answers] == ["5", None, "6"]
+    assert "does not fit in memory" in answers[1].error and answers[1].retry
 
 
 # --- in-process runs -----------------------------------------------------------------------------
@@ -170,7 +170,7 @@ def test_tiny_llava_generate_with_a_broken_image(tmp_path: Path, tiny: dict[str,
     assert len(records) == 10 and results["run"]["failed"] == 1
     assert "cannot be decoded" in records[4]["error"] and records[4]["hit"] is False
     assert all(r["error"] is None and r["prediction"] for i, r in records.items() if i != 4)
-    assert results["run"]["backend"]["architecture"] == "LlavaForConditionalGeneration"
+    assert results["run"]["engine"]["architecture"] == "LlavaForConditionalGeneration"
 
 
 def test_tiny_gemma3_likelihood_matches_every_answer(
@@ -180,7 +180,7 @@ def test_tiny_gemma3_likelihood_matches_every_answer(
     records = _predictions(tmp_path)
     assert len(records) == 12 and results["unmatched"] == 0
     assert all(r["prediction"] == r["choice"] and r["error"] is None for r in records)
-    assert results["run"]["backend"]["architecture"] == "Gemma3ForConditionalGeneration"
+    assert results["run"]["engine"]["architecture"] == "Gemma3ForConditionalGeneration"
 
 
 # --- real processes --------------------------------------------------------------------------
@@ -219,7 +219,7 @@ def test_kill_then_resume_on_two_processes(tmp_path: Path) -> None:
     data = write_benchmark(tmp_path / "data", n_val=30, test_parts=(), seed=4)
     out = tmp_path / "out"
     args = ["--model", "random", "--data-dir", str(data), "--output-dir", str(out), "--batch-size", "4"]
-    killed = _launch(args, 1, {runner.KILL_AFTER_ENV: "3"})
+    killed = _launch(args, 1, {runner.KILL_AFTER_ENV: "12"})
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert len(_answer_lines(out)) == 12 and not (out / "results.json").exists()
     with (out / "shards" / "answers-0-of-1.jsonl").open("a") as handle:

@@ -4,15 +4,37 @@ from __future__ import annotations
 
 from typing import Any
 
-from gmai_hf.backends.base import Backend, Prepared, Question, QuestionError
+from gmai_hf.backends.base import Answer, Backend, Failed, Prepared, Question, QuestionError
 
-__all__ = ["Backend", "Prepared", "Question", "QuestionError", "load_backend"]
+__all__ = [
+    "BACKENDS",
+    "Answer",
+    "Backend",
+    "Failed",
+    "Prepared",
+    "Question",
+    "QuestionError",
+    "backend_for",
+    "load_backend",
+]
 
-#: ``--model`` value of the built-in uniform-guess baseline.
+#: ``--backend`` choices: transformers in-process, any OpenAI-compatible server, the random baseline.
+BACKENDS: tuple[str, ...] = ("transformers", "openai", "random")
+
+#: ``--model`` value of the built-in uniform-guess baseline (any case).
 RANDOM_MODEL = "random"
 
 
+def backend_for(backend: str, model: str) -> str:
+    """The backend a run uses: ``--model random`` (any case) is the random baseline whatever
+    ``--backend`` says, since no model of that name is meant."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown --backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    return "random" if model.lower() == RANDOM_MODEL else backend
+
+
 def load_backend(
+    backend: str,
     model: str,
     device: Any = "cpu",
     *,
@@ -20,12 +42,18 @@ def load_backend(
     seed: int = 0,
     trust_remote_code: bool = False,
     reserved_tokens: int = 1,
+    options: dict[str, Any] | None = None,
 ) -> Backend:
-    """The backend for ``--model``: ``random`` (no model loaded) or a transformers model id/path."""
-    if model == RANDOM_MODEL:
+    """The engine for ``--backend`` / ``--model`` (see :func:`backend_for`)."""
+    backend = backend_for(backend, model)
+    if backend == "random":
         from gmai_hf.backends.random import RandomBackend
 
         return RandomBackend(seed=seed)
+    if backend == "openai":
+        from gmai_hf.backends.openai import OpenAIBackend
+
+        return OpenAIBackend(model, seed=seed, **(options or {}))
     from gmai_hf.backends.hf import HFBackend
 
     return HFBackend(

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from gmai_hf import schema
-from gmai_hf.backends.base import Backend, Prepared, Question, QuestionError
+from gmai_hf.backends.base import Answer, Backend, Prepared, Question, QuestionError
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +64,8 @@ class HFPreparer:
             # the image placeholder first, the rest is the processor's job
             text = f"{getattr(self.processor, 'image_token', '')}{question.prompt}"
         # images nested per sample (one list per text), the form every processor accepts
-        features = dict(self.processor(images=[[question.image]], text=[text], return_tensors="pt", **kwargs))
+        image = question.image  # decoded here, in the worker
+        features = dict(self.processor(images=[[image]], text=[text], return_tensors="pt", **kwargs))
         for key in [
             key for key, value in features.items() if key in TRAINING_KEYS or not hasattr(value, "shape")
         ]:
@@ -74,7 +77,7 @@ class HFPreparer:
                 f"prompt is {length} tokens; with {self.reserved_tokens} new tokens it exceeds the model's "
                 f"{self.max_positions} positions (lower --max-new-tokens or use a longer-context model)"
             )
-        return Prepared(index=question.index, letters=tuple(question.options), features=features)
+        return Prepared(index=question.index, letters=tuple(question.options), features=features, cost=length)
 
 
 def letter_token_ids(tokenizer: Any) -> dict[str, list[int]]:
@@ -104,6 +107,61 @@ def letter_token_ids(tokenizer: Any) -> dict[str, list[int]]:
     return found
 
 
+#: Seconds the Hub may take to answer whether a model exists before we give up on it.
+HUB_CHECK_TIMEOUT_S = 10.0
+
+SERVE_HINT = "serve it with vLLM or SGLang (`vllm serve MODEL`) and evaluate it with --backend openai"
+
+
+def locate_model(model_id: str) -> bool:
+    """Whether to load ``model_id`` from local files only; fails fast when it cannot be had.
+
+    transformers retries an unreachable Hub for minutes before it says so, without naming the
+    model. One quick request first: a local folder needs none; offline (``HF_HUB_OFFLINE``), or
+    with the Hub out of reach, a model in the local cache is used as it is and any other fails
+    at once, naming the model and the way out.
+    """
+    if Path(model_id).is_dir():
+        return True
+    from huggingface_hub import constants, model_info, try_to_load_from_cache
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RepositoryNotFoundError
+
+    local = f"or pass --model /path/to/a/folder holding it (e.g. from `hf download {model_id}`)"
+    try:
+        cached = isinstance(try_to_load_from_cache(model_id, "config.json"), str)
+    except HFValidationError:
+        raise OSError(
+            f"--model {model_id!r} is neither a folder nor a Hugging Face Hub model id (owner/name): "
+            "check the path"
+        ) from None
+    if constants.HF_HUB_OFFLINE:
+        if cached:
+            return True
+        raise OSError(
+            f"{model_id}: not in the local Hub cache, and the Hub is off (HF_HUB_OFFLINE=1): {local}"
+        )
+    try:
+        model_info(model_id, timeout=HUB_CHECK_TIMEOUT_S)
+    except RepositoryNotFoundError:
+        raise OSError(
+            f"{model_id}: no such model on the Hugging Face Hub (or it is private: log in with "
+            "`hf auth login`); "
+            f"check the name, {local}"
+        ) from None
+    except HfHubHTTPError:
+        return False  # e.g. a gated model: the download says what to do
+    except Exception as error:  # no connection (DNS, refused, timeout): the client's own types
+        if cached:
+            logger.warning(
+                "the Hugging Face Hub cannot be reached (%s); using the cached copy of %s", error, model_id
+            )
+            return True
+        raise OSError(
+            f"{model_id}: cannot reach the Hugging Face Hub ({error}) to download it; connect, {local}"
+        ) from None
+    return False
+
+
 class HFBackend(Backend):
     """A transformers vision-language model on one device (one copy per process)."""
 
@@ -121,10 +179,18 @@ class HFBackend(Backend):
 
         self.torch = torch
         self.device = torch.device(device)
-        self.processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=trust_remote_code)
+        local = locate_model(model_id)
+        self.processor = AutoProcessor.from_pretrained(
+            model_id, trust_remote_code=trust_remote_code, local_files_only=local
+        )
         self.tokenizer = getattr(self.processor, "tokenizer", None)
-        if self.tokenizer is None:
-            raise ValueError(f"{model_id}: the processor has no tokenizer; the runner needs one")
+        if self.tokenizer is None or getattr(self.processor, "image_processor", None) is None:
+            raise ValueError(
+                f"{model_id}: AutoProcessor gives a {type(self.processor).__name__}, not an image processor "
+                "with a tokenizer: transformers cannot run it as an image-text-to-text model here (a "
+                "text-only model, or one whose processor needs its own code); if it is a vision-language "
+                f"model, {SERVE_HINT}"
+            )
         self.use_chat_template = bool(
             getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
         )
@@ -141,21 +207,37 @@ class HFBackend(Backend):
         )
         self.dtype = self._resolve_dtype(dtype)
         # weights go straight to this process's device (no full copy in host memory per process)
-        kwargs = {"dtype": self.dtype, "trust_remote_code": trust_remote_code, "device_map": str(self.device)}
+        kwargs = {
+            "dtype": self.dtype,
+            "trust_remote_code": trust_remote_code,
+            "device_map": str(self.device),
+            "local_files_only": local,
+        }
         try:
-            model = AutoModelForImageTextToText.from_pretrained(
-                model_id, attn_implementation="sdpa", **kwargs
-            )
+            try:
+                model = AutoModelForImageTextToText.from_pretrained(
+                    model_id, attn_implementation="sdpa", **kwargs
+                )
+            except ValueError as error:
+                if "sdpa" not in str(error).lower():
+                    raise
+                logger.warning("%s does not support SDPA attention; using its default attention", model_id)
+                model = AutoModelForImageTextToText.from_pretrained(model_id, **kwargs)
         except ValueError as error:
-            if "sdpa" not in str(error).lower():
+            if "Unrecognized configuration class" not in str(error):
                 raise
-            logger.warning("%s does not support SDPA attention; using its default attention", model_id)
-            model = AutoModelForImageTextToText.from_pretrained(model_id, **kwargs)
+            found = re.search(r"class '(?:[\w.]+\.)?(\w+)'", str(error))
+            raise ValueError(
+                f"{model_id}: transformers has no image-text-to-text model for its configuration "
+                f"({found[1] if found else 'unrecognized'}); {SERVE_HINT}"
+            ) from None
         self.model = model.eval()
         text_config = self.model.config.get_text_config()
         self.max_positions = getattr(text_config, "max_position_embeddings", None)
         self.reserved_tokens = reserved_tokens
         self.eos_token_id = self.model.generation_config.eos_token_id
+        eos = self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id]
+        self.stop_ids = [i for i in eos if i is not None] or [self.pad_token_id]
         forward = inspect.signature(self.model.forward).parameters
         self.keeps_logits = "logits_to_keep" in forward
         self._letter_ids: dict[str, list[int]] | None = None
@@ -216,7 +298,7 @@ class HFBackend(Backend):
             batch[key] = value.to(self.device, non_blocking=True)
         return batch
 
-    def generate(self, items: Sequence[Prepared], max_new_tokens: int) -> list[str]:
+    def generate(self, items: Sequence[Prepared], max_new_tokens: int) -> list[Answer]:
         from transformers import GenerationConfig
 
         batch = self.collate(items)
@@ -230,7 +312,14 @@ class HFBackend(Backend):
         with self.torch.inference_mode():
             output = self.model.generate(**batch, generation_config=config)
         new_tokens = output[:, batch["input_ids"].shape[1] :]
-        return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        # a sequence that filled every new position without an end-of-sequence token was cut off
+        ended = self.torch.isin(new_tokens, self.torch.tensor(self.stop_ids, device=new_tokens.device))
+        cut = new_tokens.shape[1] >= max_new_tokens
+        return [
+            Answer(item.index, text.strip(), truncated=cut and not bool(stopped.any()))
+            for item, text, stopped in zip(items, texts, ended, strict=True)
+        ]
 
     def score_letters(self, items: Sequence[Prepared]) -> list[str]:
         torch = self.torch

@@ -10,7 +10,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gmai_hf.backends.base import Backend, Prepared, Question
+from gmai_hf.backends.base import Answer, Backend, Prepared, Question
 
 
 def _prepare(question: Question) -> Prepared:
@@ -33,8 +33,8 @@ class RandomBackend(Backend):
             return ""
         return random.Random(f"gmai-hf-random:{self.seed}:{item.index}").choice(item.letters)
 
-    def generate(self, items: Sequence[Prepared], max_new_tokens: int) -> list[str]:
-        return [self._guess(item) for item in items]
+    def generate(self, items: Sequence[Prepared], max_new_tokens: int) -> list[Answer]:
+        return [Answer(item.index, self._guess(item)) for item in items]
 
     def score_letters(self, items: Sequence[Prepared]) -> list[str]:
         return [self._guess(item) for item in items]

@@ -104,17 +104,14 @@ def missing_split_message(data_dir: str | os.PathLike[str], split: str) -> str:
     )
 
 
-def files_signature(data_dir: str | os.PathLike[str]) -> str:
-    """A cheap fingerprint (paths, sizes, mtimes) of the data files, so regenerated files get a new cache."""
-    data_dir = Path(data_dir).resolve()
-    digest = hashlib.md5(str(data_dir).encode(), usedforsecurity=False)
-    for split in schema.SPLITS:
-        for names in download.official_names(split):
-            for name in names:
-                path = data_dir / name
-                if path.is_file():
-                    stat = path.stat()
-                    digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+def files_signature(data_dir: str | os.PathLike[str], splits: Sequence[str] = schema.SPLITS) -> str:
+    """A cheap fingerprint of the files ``splits`` are read from (resolved paths, sizes, mtimes), so
+    regenerated files get a new cache and one file reached by two spellings of a path shares one."""
+    digest = hashlib.md5(usedforsecurity=False)
+    for split in splits:
+        for path in local_split_files(data_dir, split):
+            stat = path.stat()
+            digest.update(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns};".encode())
     return digest.hexdigest()[:16]
 
 
@@ -211,17 +208,25 @@ class _ImageResolver:
         if self._handle is not None:
             self._handle.close()
 
-    def _whole_file_spans(self) -> dict[int, tuple[int, int]]:
+    def _whole_file_spans(self, index: int) -> dict[int, tuple[int, int]]:
         if self._file_spans is None:
             layout = self.layout
             logger.debug("%s: scanning the whole file to resolve an image reference", layout.path)
             position = layout.positions["index"]
-            self._file_spans = {}
-            for record in tsv.iter_records(layout.path, layout.n_fields, layout.data_start):
-                try:
-                    self._file_spans[int(record.fields[position])] = (record.start, record.end)
-                except ValueError:
-                    continue  # reported when the row itself is read
+            spans = {}
+            try:
+                for record in tsv.iter_records(
+                    layout.path, layout.n_fields, layout.data_start, index_field=position
+                ):
+                    try:
+                        spans[int(record.fields[position])] = (record.start, record.end)
+                    except ValueError:
+                        continue  # reported when the row itself is read
+            except tsv.TsvFormatError as error:
+                raise GmaiMMBenchError(
+                    f"{error} (found while looking for the row whose image question index {index} refers to)"
+                ) from None
+            self._file_spans = spans
         return self._file_spans
 
     def resolve(self, reference: bytes, index: int) -> bytes:
@@ -237,7 +242,7 @@ class _ImageResolver:
                     f"an image (<= {schema.IMAGE_REFERENCE_MAX_CHARS} characters) and is not the index of "
                     "another row; the file is corrupt: re-download or regenerate it"
                 ) from None
-            span = self.spans.get(target) or self._whole_file_spans().get(target)
+            span = self.spans.get(target) or self._whole_file_spans(index).get(target)
             if span is None:
                 raise GmaiMMBenchError(
                     f"{path}: question index {index}: its image refers to index {target}, which is not in "
@@ -270,14 +275,25 @@ def _text(field: bytes, path: Path, index: int, column: str) -> str | None:
         ) from None
 
 
+#: The ``index`` column is stored as int64.
+_INDEX_RANGE = range(-(2**63), 2**63)
+
+
 def _read_index(field: bytes, path: Path, offset: int) -> int:
     try:
-        return int(field)
+        index = int(field)
     except ValueError:
         raise GmaiMMBenchError(
             f"{path}: {tsv.where(path, offset)}: the index {field[:40]!r} is not an integer; "
             "the file is corrupt or was edited: fix or re-download it"
         ) from None
+    if index not in _INDEX_RANGE:
+        raise GmaiMMBenchError(
+            f"{path}: {tsv.where(path, offset)}: the index {field[:40].decode('ascii', 'replace')} does "
+            "not fit in 64 bits (the official indices run from 0 to about 21,000); the file is corrupt or "
+            "was edited: fix or re-download it"
+        )
+    return index
 
 
 def iter_rows(
@@ -287,12 +303,15 @@ def iter_rows(
     *,
     seen: dict[int, tuple[Path, int]] | None = None,
     images: bool = True,
+    answers: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Rows of one TSV (or of the byte range ``[start, end)``) as feature-named dicts.
 
     ``image`` is the image's bytes (``images=False``: None, nothing decoded, for metadata scans).
-    ``seen`` (index -> file and offset) carries duplicate detection across calls. Every bad input
-    raises :class:`GmaiMMBenchError` naming the file and the question.
+    ``seen`` (index -> file and offset) carries duplicate detection across calls. ``answers``:
+    the file is a validation file, so an ``answer`` column must have an answer in every row (an
+    empty cell would fail only after inference otherwise). Every bad input raises
+    :class:`GmaiMMBenchError` naming the file and the question.
     """
     layout = _Layout.read(path)
     positions = layout.positions
@@ -337,15 +356,20 @@ def iter_rows(
                 row["image"] = resolver.resolve(image, index)
             else:
                 row["image"] = decode_image(image, path, index)
-            _check_answer(row, path)
+            _check_answer(row, path, answers and "answer" in positions)
             yield row
     finally:
         resolver.close()
 
 
-def _check_answer(row: dict[str, Any], path: Path) -> None:
+def _check_answer(row: dict[str, Any], path: Path, required: bool) -> None:
     answer = row["answer"]
     if answer is None:
+        if required:
+            raise GmaiMMBenchError(
+                f"{path}: question index {row['index']}: the answer cell is empty, so the question can't be "
+                "scored; fix the file or re-download it"
+            )
         return
     if answer not in schema.OPTION_LETTERS:
         raise GmaiMMBenchError(
@@ -410,9 +434,80 @@ class GmaiMMBench(datasets.ArrowBasedBuilder):
         config_id: str | None = None,
         **kwargs: Any,
     ) -> tuple[datasets.BuilderConfig, str]:
-        if kwargs.get("data_dir") is not None and kwargs.get("signature") is None:
-            kwargs["signature"] = files_signature(kwargs["data_dir"])
+        if kwargs.get("data_dir") is not None:
+            # one cache per set of files, however the folder was spelled (relative, symlinked)
+            kwargs["data_dir"] = str(Path(kwargs["data_dir"]).resolve())
+            if kwargs.get("signature") is None:
+                named = {config.name: config for config in self.BUILDER_CONFIGS}
+                config = named.get(config_name or self.DEFAULT_CONFIG_NAME)
+                splits = kwargs.get("splits") or (config.splits if config else schema.SPLITS)
+                kwargs["signature"] = files_signature(kwargs["data_dir"], splits)
         return super()._create_builder_config(config_name, custom_features, config_id, **kwargs)
+
+    # --- every configuration shares the single-split caches ------------------------------------
+
+    def _split_builder(self, split: str) -> GmaiMMBench:
+        """The builder of configuration ``split``, whose cache holds that split for every configuration."""
+        defaults = GmaiMMBenchConfig()
+        overrides = {
+            name: getattr(self.config, name)
+            for name in ("range_bytes", "batch_bytes", "verify_md5")
+            if getattr(self.config, name) != getattr(defaults, name)
+        }
+        return type(self)(
+            cache_dir=self._cache_dir_root,
+            dataset_name=self.dataset_name,
+            config_name=split,
+            hash=self.hash,
+            token=self.token,
+            data_dir=self.config.data_dir,
+            storage_options=self.storage_options,
+            **overrides,
+        )
+
+    def download_and_prepare(self, output_dir: str | None = None, *args: Any, **kwargs: Any) -> None:
+        """Prepare each split in its own configuration's cache (``all`` reuses a prepared
+        ``validation``, and the other way round) instead of one cache holding both."""
+        if len(self.config.splits) == 1 or output_dir is not None:
+            super().download_and_prepare(output_dir, *args, **kwargs)
+            return
+        self._split_builders: dict[str, GmaiMMBench] = {}
+        for split in self.config.splits:
+            builder = self._split_builder(split)
+            try:
+                builder.download_and_prepare(None, *args, **kwargs)
+            except PermissionError as error:
+                if self.config.data_dir is not None:
+                    raise
+                # "all" must not fail for validation users because the test repo is gated.
+                logger.warning("the %s split is left out: %s", split, error)
+                continue
+            except FileNotFoundError:
+                if self.config.data_dir is None:
+                    raise
+                continue  # this folder holds no file of that split
+            except GmaiMMBenchError as error:
+                raise GmaiMMBenchError(
+                    f"{error}\n(This happened while preparing every split of configuration "
+                    f"{self.config.name!r}. To load only one split, use gmai_hf.load_split(SPLIT, data_dir) "
+                    "or datasets.load_dataset('gmai_mmbench', SPLIT, data_dir=..., split=SPLIT).)"
+                ) from None
+            self._split_builders[split] = builder
+        if not self._split_builders and self.config.data_dir is not None:
+            raise FileNotFoundError(
+                "; ".join(missing_split_message(self.config.data_dir, split) for split in self.config.splits)
+            )
+        self.info.splits = datasets.SplitDict(dataset_name=self.dataset_name)
+        for split, builder in self._split_builders.items():
+            self.info.splits.add(builder.info.splits[split])
+        self.info.dataset_size = sum(b.info.dataset_size or 0 for b in self._split_builders.values())
+
+    def split_cache_dirs(self) -> dict[str, str]:
+        """Where each prepared split's Arrow files are (after ``download_and_prepare``)."""
+        builders = getattr(self, "_split_builders", None)
+        if builders is None:
+            return {split: self.cache_dir for split in self.info.splits or self.config.splits}
+        return {split: builder.cache_dir for split, builder in builders.items()}
 
     def _make_split_generators_kwargs(self, prepare_split_kwargs: dict[str, Any]) -> dict[str, Any]:
         return {"num_proc": prepare_split_kwargs.get("num_proc")}
@@ -459,16 +554,20 @@ class GmaiMMBench(datasets.ArrowBasedBuilder):
                     )
                 parts = max(per_file, math.ceil((size - data_start) / self.config.range_bytes))
                 shards += [(str(path), a, b) for a, b in tsv.split_ranges(path, data_start, parts)]
-            generators.append(datasets.SplitGenerator(name=split, gen_kwargs={"shards": shards}))
+            generators.append(
+                datasets.SplitGenerator(name=split, gen_kwargs={"shards": shards, "split": split})
+            )
         return generators
 
-    def _generate_tables(self, shards: Sequence[tuple[str, int, int]]) -> Iterator[tuple[Key, pa.Table]]:
+    def _generate_tables(
+        self, shards: Sequence[tuple[str, int, int]], split: str
+    ) -> Iterator[tuple[Key, pa.Table]]:
         seen: dict[int, tuple[Path, int]] = {}
         schema_ = self.info.features.arrow_schema
         for shard_id, (path, start, end) in enumerate(shards):
             columns: dict[str, list[Any]] = {name: [] for name in schema.FEATURE_NAMES}
             size, batch = 0, 0
-            for row in iter_rows(Path(path), start, end, seen=seen):
+            for row in iter_rows(Path(path), start, end, seen=seen, answers=split == "validation"):
                 for name, value in row.items():
                     columns[name].append(value)
                 size += len(row["image"])
@@ -486,16 +585,7 @@ class GmaiMMBench(datasets.ArrowBasedBuilder):
         num_proc: int | None = None,
         max_shard_size: int | str | None = None,
     ) -> None:
-        try:
-            super()._prepare_split(split_generator, file_format, num_proc, max_shard_size)
-        except GmaiMMBenchError as error:
-            if len(self.config.splits) == 1:
-                raise
-            raise GmaiMMBenchError(
-                f"{error}\n(This happened while preparing every split of configuration "
-                f"{self.config.name!r}. To load only one split, use gmai_hf.load_split(SPLIT, data_dir) "
-                "or datasets.load_dataset('gmai_mmbench', SPLIT, data_dir=..., split=SPLIT).)"
-            ) from None
+        super()._prepare_split(split_generator, file_format, num_proc, max_shard_size)
         if num_proc and num_proc > 1 and len(split_generator.gen_kwargs["shards"]) > 1:
             # Each process saw only its own shards: check indices across them on what was written.
             self._check_unique_indices(split_generator, file_format)
@@ -536,10 +626,21 @@ class GmaiMMBench(datasets.ArrowBasedBuilder):
                 )
             raise FileNotFoundError(missing_split_message(self.config.data_dir, name))
 
-    def as_dataset(self, split: Any = None, in_memory: bool = False) -> Any:
-        if self.info.splits:
-            self._check_split(split, list(self.info.splits))
-        return super().as_dataset(split=split, in_memory=in_memory)
+    def as_dataset(self, split: Any = None, in_memory: bool = False, **kwargs: Any) -> Any:
+        builders = getattr(self, "_split_builders", None)
+        if builders is None:
+            if self.info.splits:
+                self._check_split(split, list(self.info.splits))
+            return super().as_dataset(split=split, in_memory=in_memory, **kwargs)
+        self._check_split(split, list(builders))
+        if split is None:
+            return datasets.DatasetDict(
+                {name: builder.as_dataset(name, in_memory=in_memory) for name, builder in builders.items()}
+            )
+        name = str(split).split("[")[0]
+        if name not in builders:
+            raise ValueError(f"unknown split {split!r}: this dataset has {', '.join(builders)}")
+        return builders[name].as_dataset(split=split, in_memory=in_memory)
 
     def as_streaming_dataset(self, split: Any = None, base_path: str | None = None) -> Any:
         if self.config.data_dir is not None:

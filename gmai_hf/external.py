@@ -1,9 +1,16 @@
 """Read prediction files made elsewhere (VLMEvalKit's ``<model>_GMAI-MMBench_VAL.xlsx`` and kin).
 
 Only two columns matter, ``index`` and ``prediction`` (any case: VLMEvalKit lower-cases column
-names); everything else in the file (question, options, answer...) is ignored, because answers,
-options and tree columns come from the dataset itself. Values are read as text, without pandas'
-habit of turning ``None``/``NA``/``nan`` into missing values, so a prediction is scored as written.
+names); answers, options and tree columns come from the dataset itself. Two others are read as
+hints of which split the file answers (:class:`Predictions`): a ``split`` column, and an
+``answer`` column that is empty everywhere (test answers are hidden). Values are read as text,
+without pandas' habit of turning ``None``/``NA``/``nan`` into missing values, so a prediction is
+scored as written.
+
+Files come from elsewhere, so every way they can be bad ends in a ``ValueError`` naming the file:
+text that is not UTF-8, JSON nested past Python's recursion limit, and hostile xlsx files (XML
+entity bombs are refused by ``defusedxml``, which openpyxl uses when it is installed; a workbook
+that unpacks to more than :data:`MAX_XLSX_BYTES` is refused before it is read).
 """
 
 from __future__ import annotations
@@ -12,13 +19,17 @@ import csv
 import json
 import math
 import re
+import zipfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 SUFFIXES: tuple[str, ...] = (".xlsx", ".tsv", ".csv", ".json", ".jsonl")
 REQUIRED_COLUMNS: tuple[str, ...] = ("index", "prediction")
+#: The most an xlsx may unpack to (VLMEvalKit's file for all 26,000 questions is a few tens of MB).
+MAX_XLSX_BYTES = 1 << 30
 
 #: ``<model>_GMAI-MMBench_VAL.xlsx`` (VLMEvalKit's name for a model's prediction file).
 _VLMEVALKIT_NAME = re.compile(r"^(?P<model>.+?)_GMAI[-_]MMBench_(?P<split>VAL|TEST)", re.IGNORECASE)
@@ -34,9 +45,27 @@ def model_name(path: str | Path) -> str:
 def _rows_xlsx(path: Path) -> Iterator[list[Any]]:
     from openpyxl import load_workbook
 
-    workbook = load_workbook(path, read_only=True, data_only=True)
     try:
-        yield from (list(row) for row in workbook.worksheets[0].iter_rows(values_only=True))
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(member.file_size for member in archive.infolist())
+    except zipfile.BadZipFile:
+        raise ValueError(
+            f"{path}: not an xlsx workbook (not a zip archive); save it again from Excel"
+        ) from None
+    if unpacked > MAX_XLSX_BYTES:
+        raise ValueError(
+            f"{path}: the workbook unpacks to {unpacked:,} bytes (more than {MAX_XLSX_BYTES:,}); it is not a "
+            "prediction file (or a hostile one): export the predictions as .jsonl or .tsv"
+        )
+    try:
+        workbook = load_workbook(path, read_only=True, data_only=True)
+    except Exception as error:  # openpyxl and defusedxml raise many types for damaged or hostile files
+        raise ValueError(f"{path}: cannot read the workbook ({type(error).__name__}: {error})") from None
+    try:
+        for row in workbook.worksheets[0].iter_rows(values_only=True):
+            yield list(row)
+    except Exception as error:
+        raise ValueError(f"{path}: cannot read the workbook ({type(error).__name__}: {error})") from None
     finally:
         workbook.close()
 
@@ -47,9 +76,18 @@ def _rows_delimited(path: Path, delimiter: str) -> Iterator[list[Any]]:
         yield from csv.reader(handle, delimiter=delimiter)
 
 
+def _load_json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{where}: not valid JSON ({error})") from None
+    except RecursionError:
+        raise ValueError(f"{where}: JSON nested too deeply to be a prediction file") from None
+
+
 def _records_json(path: Path) -> list[dict[str, Any]]:
     """Records from a JSON list of objects, or a dict of columns (pandas ``to_json`` orients)."""
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = _load_json(path.read_text(encoding="utf-8"), str(path))
     if isinstance(data, dict):
         columns = {str(key): value for key, value in data.items()}
         if all(isinstance(column, (dict, list)) for column in columns.values()):
@@ -75,10 +113,7 @@ def _records_jsonl(path: Path) -> Iterator[dict[str, Any]]:
         for line_number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}, line {line_number}: not valid JSON ({error})") from error
+            item = _load_json(line, f"{path}, line {line_number}")
             if not isinstance(item, dict):
                 raise ValueError(f"{path}, line {line_number}: expected a JSON object per line")
             yield item
@@ -117,16 +152,37 @@ def _prediction(value: Any) -> str:
     return str(value)
 
 
-def read_predictions(path: str | Path) -> list[dict[str, Any]]:
-    """``[{"index": int, "prediction": str}, ...]`` from a prediction file, in file order.
+@dataclass
+class Predictions:
+    """A prediction file's rows (``index``, ``prediction``) and what the file says of its split."""
 
-    Raises ``ValueError`` naming the file (and row) for an unknown format, a missing ``index`` or
-    ``prediction`` column, or an index that is not a whole number. Duplicates are the caller's
-    to judge (it knows the split).
+    records: list[dict[str, Any]]
+    #: The value of a ``split`` column, when every row gives the same one.
+    split: str | None = None
+    #: The file has an ``answer`` column that is empty in every row, as test files do.
+    answers_hidden: bool = False
+    columns: list[str] = field(default_factory=list)
+
+
+def read_predictions(path: str | Path) -> Predictions:
+    """The predictions in ``path`` (xlsx, tsv, csv, json or jsonl), in file order.
+
+    Raises ``ValueError`` naming the file (and row) for an unknown format, text that is not
+    UTF-8, a missing ``index`` or ``prediction`` column, or an index that is not a whole number.
+    Duplicates are the caller's to judge (it knows the split).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such prediction file")
+    try:
+        return _read(path)
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); save the file as UTF-8"
+        ) from None
+
+
+def _read(path: Path) -> Predictions:
     suffix = path.suffix.lower()
     if suffix == ".xlsx":
         records: Iterable[dict[str, Any]] = _records_from_rows(_rows_xlsx(path))
@@ -140,26 +196,39 @@ def read_predictions(path: str | Path) -> list[dict[str, Any]]:
         raise ValueError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(SUFFIXES)}")
     out = []
     columns: dict[str, str] | None = None
+    names: list[str] = []
+    splits: set[str] = set()
+    answered = False
     for row_number, record in enumerate(records, 2 if suffix in (".xlsx", ".tsv", ".csv") else 1):
         if columns is None:
-            lower = {str(name).strip().lower(): name for name in record}
+            names = [str(name) for name in record]
+            lower = {name.strip().lower(): name for name in record}
             missing = [name for name in REQUIRED_COLUMNS if name not in lower]
             if missing:
                 raise ValueError(
                     f"{path}: no {' or '.join(repr(m) for m in missing)} column (found: "
-                    f"{', '.join(repr(str(name)) for name in record)}); a prediction file needs "
+                    f"{', '.join(repr(name) for name in names)}); a prediction file needs "
                     "'index' (the question's index in the dataset) and 'prediction' (the model's raw answer)"
                 )
-            columns = {name: lower[name] for name in REQUIRED_COLUMNS}
+            columns = {name: lower[name] for name in (*REQUIRED_COLUMNS, "split", "answer") if name in lower}
         out.append(
             {
                 "index": _index(record.get(columns["index"]), path, row_number),
                 "prediction": _prediction(record.get(columns["prediction"])),
             }
         )
+        if "split" in columns and record.get(columns["split"]) not in (None, ""):
+            splits.add(str(record[columns["split"]]).strip().lower())
+        if "answer" in columns and record.get(columns["answer"]) not in (None, ""):
+            answered = True
     if columns is None:
         raise ValueError(f"{path}: the file holds no predictions")
-    return out
+    return Predictions(
+        out,
+        split=splits.pop() if len(splits) == 1 else None,
+        answers_hidden="answer" in columns and not answered,
+        columns=names,
+    )
 
 
 def join_with_split(

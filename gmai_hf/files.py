@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 
 @contextlib.contextmanager
@@ -27,6 +28,13 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def open_atomic(path: str | os.PathLike[str], newline: str | None = None) -> Iterator[TextIO]:
+    """A text file (UTF-8) whose content replaces ``path`` when the block ends without error."""
+    with atomic_output(path) as tmp, open(tmp, "x", encoding="utf-8", newline=newline) as handle:
+        yield handle
 
 
 def write_atomic(path: str | os.PathLike[str], content: str | bytes) -> Path:

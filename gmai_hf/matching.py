@@ -160,21 +160,41 @@ def _infer_text(prediction: str, choices: Mapping[str, str | None], strict: bool
 
 
 def _whole_word_options(answer: str, texts: Mapping[str, str]) -> list[str]:
-    """Options whose text occurs as whole words, ignoring occurrences inside a longer option's."""
-    spans = {
-        letter: [m.span() for m in re.finditer(rf"(?<!\w){re.escape(text)}(?!\w)", answer)] if text else []
+    """Options whose text occurs as whole words, ignoring occurrences inside a longer option's.
+
+    One sweep over the occurrences sorted by start (longest first): an occurrence is inside
+    another option's when, among the occurrences before it, the furthest-reaching one of another
+    option reaches at least its end. Keeping the two furthest-reaching occurrences of distinct
+    options is enough, so this is O(n log n) in the number of occurrences, not quadratic.
+    """
+    spans = sorted(
+        (match.start(), -match.end(), letter)
         for letter, text in texts.items()
-    }
-    return [
-        letter
-        for letter, own in spans.items()
-        if any(
-            not any(
-                (a, b) != (c, d) and c <= a and b <= d
-                for other, theirs in spans.items()
-                if other != letter
-                for c, d in theirs
-            )
-            for a, b in own
-        )
-    ]
+        if text
+        for match in re.finditer(rf"(?<!\w){re.escape(text)}(?!\w)", answer)
+    )
+    found: set[str] = set()
+    best: list[
+        tuple[int, str]
+    ] = []  # (end, letter) of the two furthest-reaching earlier spans, distinct letters
+    group: list[tuple[int, str]] = []
+    for i, (start, negative_end, letter) in enumerate(spans):
+        end = -negative_end
+        outer = next((reach for reach, other in best if other != letter), -1)
+        if outer < end:
+            found.add(letter)
+        group.append((end, letter))
+        if i + 1 == len(spans) or spans[i + 1][:2] != (start, negative_end):
+            # identical spans never contain each other: they join the sweep only after the whole group
+            for entry in group:
+                best = _furthest_two([*best, entry])
+            group = []
+    return [letter for letter in texts if letter in found]
+
+
+def _furthest_two(entries: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """The furthest-reaching entry, and the furthest-reaching one of another letter."""
+    entries.sort(reverse=True)
+    first = entries[0]
+    second = next((entry for entry in entries[1:] if entry[1] != first[1]), None)
+    return [first] if second is None else [first, second]

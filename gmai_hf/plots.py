@@ -16,6 +16,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from gmai_hf.files import atomic_output
 from gmai_hf.tree import NONE_LABEL
 
 DPI = 120
@@ -25,7 +26,8 @@ REFERENCE_MARKERS: tuple[str, ...] = ("D", "X", "^", "s")
 
 def _save(figure: Figure, path: Path) -> Path:
     FigureCanvasAgg(figure)
-    figure.savefig(path, dpi=DPI)  # constrained layout already fits labels and legends
+    with atomic_output(path) as tmp:
+        figure.savefig(tmp, dpi=DPI)  # constrained layout already fits labels and legends
     return path
 
 

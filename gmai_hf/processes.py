@@ -1,7 +1,7 @@
 """How the processes of one run coordinate: an output-folder lock, heartbeats, markers, a watchdog.
 
 Collective operations (``torch.distributed``) are used only once, right after start-up, to
-hand every process the launch's token; they time out in :data:`STARTUP_TIMEOUT_S`. Everything
+hand every process the launch's token; they time out in :func:`startup_timeout_s`. Everything
 that may take long (preparing the dataset, answering, waiting for the others) coordinates
 through files in ``OUT/shards`` instead, so a dead or stuck process is noticed within seconds
 and never leaves the others hanging in a collective:
@@ -32,8 +32,17 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL_S = 1.0
 #: A process whose heartbeat is older than this (and not done) is taken as dead.
 HEARTBEAT_TIMEOUT_S = float(os.environ.get("GMAI_HF_HEARTBEAT_TIMEOUT", "15"))
-#: How long the start-up collectives (process group, token broadcast) may wait for every process.
-STARTUP_TIMEOUT_S = float(os.environ.get("GMAI_HF_STARTUP_TIMEOUT", "30"))
+#: How long (seconds) the start-up collectives may wait for every process; GMAI_HF_STARTUP_TIMEOUT
+#: overrides it (e.g. on a cluster whose nodes start far apart).
+STARTUP_TIMEOUT_ENV = "GMAI_HF_STARTUP_TIMEOUT"
+DEFAULT_STARTUP_TIMEOUT_S = 30.0
+
+
+def startup_timeout_s() -> float:
+    """The start-up collectives' timeout: :data:`STARTUP_TIMEOUT_ENV`, else 30 s."""
+    return float(os.environ.get(STARTUP_TIMEOUT_ENV, DEFAULT_STARTUP_TIMEOUT_S))
+
+
 #: Exit status of a process whose launcher died.
 ORPHAN_EXIT = 3
 LOCK_FILE = ".gmai-hf.lock"
@@ -217,7 +226,7 @@ def new_token() -> str:
 def share_token(state: Any, token: str | None) -> str | None:
     """The main process's ``token`` on every process (None: the main process could not start).
 
-    The launch's one collective, right after start-up; it fails after :data:`STARTUP_TIMEOUT_S`
+    The launch's one collective, right after start-up; it fails after :func:`startup_timeout_s`
     with :class:`StartupTimeout` instead of waiting for hours.
     """
     if state.num_processes == 1:
@@ -233,9 +242,9 @@ def share_token(state: Any, token: str | None) -> str | None:
     except Exception as error:  # gloo and NCCL raise different types for a timeout
         raise StartupTimeout(
             f"process {state.process_index} of {state.num_processes}: the other processes of this launch did "
-            f"not all start within {STARTUP_TIMEOUT_S:.0f} s ({type(error).__name__}); one of them failed "
+            f"not all start within {startup_timeout_s():.0f} s ({type(error).__name__}); one of them failed "
             "early or the nodes cannot reach each other: read the launcher's output above, then rerun "
-            "(GMAI_HF_STARTUP_TIMEOUT raises the limit)"
+            f"({STARTUP_TIMEOUT_ENV} raises the limit)"
         ) from None
     value = bytes(tensor.cpu().tolist())
     return None if not any(value) else value.hex()

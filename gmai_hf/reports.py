@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gmai_hf import schema
+from gmai_hf.files import open_atomic, write_atomic
 from gmai_hf.scoring import wilson_interval
 from gmai_hf.tree import NONE_LABEL, label
 
@@ -227,6 +228,27 @@ def _unique_labels(runs: Sequence[Run]) -> None:
 
 # --- Writers ------------------------------------------------------------------------------------
 
+#: What makes a spreadsheet read a cell as a formula (OWASP's CSV-injection advice).
+FORMULA_STARTS: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` safe to open in a spreadsheet: text that starts like a formula (a label or model
+    name such as ``=HYPERLINK(...)``) gets a leading apostrophe, so it shows as text."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+class SafeCsvWriter:
+    """``csv.writer`` whose rows pass through :func:`csv_cell`."""
+
+    def __init__(self, handle: Any, **options: Any) -> None:
+        self._writer = csv.writer(handle, **options)
+
+    def writerow(self, row: Sequence[Any]) -> None:
+        self._writer.writerow([csv_cell(value) for value in row])
+
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> list[str]:
     def cell(value: Any) -> str:
@@ -264,6 +286,98 @@ def _selection_text(info: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+#: How the leaderboard's rows were measured, as far as the dataset card and VLMEvalKit's history show.
+LEADERBOARD_PROTOCOL_NOTE = (
+    "The leaderboard rows (GMAI-MMBench dataset card, 2024) were measured with VLMEvalKit as it was when "
+    "the benchmark was added (commit 69268c70, 2024-08-19): its generic multiple-choice prompt, images "
+    "re-encoded as JPEG (quality 75), option cells pandas reads as missing dropped, and the matcher of that "
+    "commit (`--matching vlmevalkit-2024`). VLMEvalKit then also asked a gpt-3.5-turbo-0125 judge about "
+    "answers exact matching could not read whenever an OpenAI key was set, and drew a random letter where "
+    "the judge failed; whether the published rows used that judge is not stated anywhere we could read. "
+    "So a run under `--protocol vlmevalkit` on the official files is the closest measurement, not "
+    "necessarily the same one."
+)
+
+
+def comparability_problems(run: Run) -> list[str]:
+    """Why ``run``'s numbers cannot stand beside the leaderboard's (empty: they can, with the note
+    :data:`LEADERBOARD_PROTOCOL_NOTE`). Gates the leaderboard rank and labels reference columns."""
+    problems = []
+    data = run.results.get("data")
+    if not isinstance(data, dict):
+        problems.append("which data it scored is not recorded (written by an older gmai-hf)")
+    elif not data.get("official"):
+        problems += [str(problem) for problem in data.get("problems") or ["not the official release"]]
+    selection = _selection_text(run.info)
+    if selection:
+        problems.append(f"part of the split ({selection})")
+    protocol = run.info.get("protocol")
+    if protocol not in (None, "vlmevalkit"):
+        problems.append(f"--protocol {protocol}: the model saw other inputs than VLMEvalKit shows")
+    if run.info.get("matching") == "strict":
+        problems.append("--matching strict: answers read by other rules than VLMEvalKit's")
+    failed = run.info.get("failed")
+    if failed:
+        problems.append(f"{failed} question(s) failed and are scored as wrong")
+    return problems
+
+
+def data_label(run: Run) -> str:
+    """What a run scored, in a few words (for the settings table)."""
+    data = run.results.get("data")
+    if not isinstance(data, dict):
+        return "not recorded"
+    source = {"official": "Hub download", "sample": "synthetic sample", "local": "local files"}.get(
+        str(data.get("source")), str(data.get("source"))
+    )
+    verdict = "official" if data.get("official") else "not official"
+    return f"{source}, {data.get('questions')} questions, {verdict}"
+
+
+def _judge_label(info: dict[str, Any]) -> str:
+    judge = info.get("judge")
+    if not isinstance(judge, dict):
+        return "none"
+    return str(judge.get("model"))
+
+
+def _header_section(runs: Sequence[Run]) -> list[str]:
+    """The lines a reader must see first: synthetic data, comparability, how each run was scored."""
+    lines = []
+    synthetic = [run.label for run in runs if (run.results.get("data") or {}).get("source") == "sample"]
+    if synthetic:
+        lines += [
+            f"> **Synthetic sample** ({', '.join(synthetic)}): made-up questions and images for trying the "
+            "tools; these numbers say nothing about a model.",
+            "",
+        ]
+    problems = {run.label: comparability_problems(run) for run in runs}
+    if any(problems.values()):
+        lines += [
+            "> **Not comparable with the leaderboard**: no leaderboard rank is given, and the leaderboard's "
+            "reference columns are for orientation only.",
+            *(f"> - {label}: {'; '.join(reasons)}." for label, reasons in problems.items() if reasons),
+            "",
+        ]
+    rows = [
+        (
+            run.label,
+            run.model,
+            run.info.get("protocol") or "—",
+            run.info.get("matching") or "—",
+            _judge_label(run.info),
+            data_label(run),
+        )
+        for run in runs
+    ]
+    lines += [
+        *_md_table(("run", "model", "protocol", "matching", "judge", "data"), rows, align="llllll"),
+        LEADERBOARD_PROTOCOL_NOTE,
+        "",
+    ]
+    return lines
+
+
 def _summary_section(runs: Sequence[Run]) -> list[str]:
     rows = []
     notes = []
@@ -273,8 +387,8 @@ def _summary_section(runs: Sequence[Run]) -> list[str]:
         if run.has_answers:
             low, high = overall_interval(run) or (None, None)
             accuracy = f"**{_pct(run.results['accuracy'])}** [{_pct(low)}, {_pct(high)}]"
-            rank_cell = "— (part of the split)"
-            if not _selection_text(run.info):
+            rank_cell = "— (not comparable: see above)"
+            if not comparability_problems(run):
                 rank, of, above, below = leaderboard_rank(run.results["accuracy"], run.split)
                 neighbours = ", ".join(
                     part
@@ -308,11 +422,12 @@ def _summary_section(runs: Sequence[Run]) -> list[str]:
             align="llrrrrl",
         ),
         "Accuracy in %, with its Wilson 95% interval. Rank: the place this accuracy would take among the "
-        "leaderboard's rows for the same split (dataset card), given only for runs on the whole split.",
+        "leaderboard's rows for the same split (dataset card), given only for runs comparable with them "
+        "(whole official split, VLMEvalKit's protocol and matching).",
         "",
     ]
     if notes:
-        lines += ["Runs on part of the split (not comparable with the leaderboard):", "", *notes, ""]
+        lines += ["Runs on part of the split:", "", *notes, ""]
     return lines
 
 
@@ -321,10 +436,12 @@ def _dimension_section(runs: Sequence[Run], dimension: str) -> list[str]:
     references = reference_rows(dimension)
     values = sorted(set().union(*tables), key=lambda v: (v == NONE_LABEL, v))
     ref_split = reference_split(dimension)
+    comparable = not any(comparability_problems(run) for run in runs)
+    caveat = "" if comparable else ", not comparable"
     header = [
         DIMENSION_TITLES[dimension],
         *(run.label for run in runs),
-        *(f"{model} (leaderboard {ref_split})" for model in references),
+        *(f"{model} (leaderboard {ref_split}{caveat})" for model in references),
     ]
     rows = [
         [
@@ -410,6 +527,7 @@ def _choices_section(runs: Sequence[Run]) -> list[str]:
 def write_markdown(runs: Sequence[Run], path: Path, images: Sequence[Path] = ()) -> Path:
     """``report.md``: overall, per dimension, weakest nodes, chosen letters, plots."""
     lines = ["# GMAI-MMBench report", ""]
+    lines += _header_section(runs)
     lines += _summary_section(runs)
     for dimension in REPORT_DIMENSIONS:
         lines += _dimension_section(runs, dimension)
@@ -419,7 +537,7 @@ def write_markdown(runs: Sequence[Run], path: Path, images: Sequence[Path] = ())
         lines += ["## Plots", ""]
         lines += [f"![{image.stem}]({image.name})" for image in images]
         lines.append("")
-    path.write_text("\n".join(lines), encoding="utf-8")
+    write_atomic(path, "\n".join(lines))
     return path
 
 
@@ -427,8 +545,8 @@ def write_dimension_csvs(runs: Sequence[Run], output_dir: Path) -> list[Path]:
     """``accuracy_by_<dimension>.csv`` (long format: one row per run and value) plus ``summary.csv``."""
     paths = []
     summary = output_dir / "summary.csv"
-    with summary.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
+    with open_atomic(summary, newline="") as handle:
+        writer = SafeCsvWriter(handle)
         writer.writerow(
             ("run", "model", "split", "accuracy", "ci95_low", "ci95_high", "correct", "total", "unmatched")
         )
@@ -450,8 +568,8 @@ def write_dimension_csvs(runs: Sequence[Run], output_dir: Path) -> list[Path]:
     paths.append(summary)
     for dimension in schema.BREAKDOWN_DIMENSIONS:
         path = output_dir / f"accuracy_by_{dimension}.csv"
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
+        with open_atomic(path, newline="") as handle:
+            writer = SafeCsvWriter(handle)
             writer.writerow(("run", dimension, "accuracy", "ci95_low", "ci95_high", "correct", "total"))
             for run in runs:
                 for value, node in sorted(breakdown(run, dimension).items()):
@@ -487,8 +605,8 @@ def write_vlmevalkit_csvs(run: Run, output_dir: Path, stem: str) -> list[Path]:
         header = ["split", "Overall", *sorted(table)]
         row = ["none", run.results["accuracy"], *(table[value] for value in sorted(table))]
         path = output_dir / f"{stem}_{VLMEVALKIT_DATASET}{suffix}_acc.csv"
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, quoting=csv.QUOTE_ALL, lineterminator="\n")
+        with open_atomic(path, newline="") as handle:
+            writer = SafeCsvWriter(handle, quoting=csv.QUOTE_ALL, lineterminator="\n")
             writer.writerow(header)
             writer.writerow(row)
         paths.append(path)
@@ -497,7 +615,7 @@ def write_vlmevalkit_csvs(run: Run, output_dir: Path, stem: str) -> list[Path]:
 
 def write_unmatched(runs: Sequence[Run], path: Path) -> Path:
     """``unmatched.jsonl``: every prediction no option was extracted from (with its run, if several)."""
-    with path.open("w", encoding="utf-8") as handle:
+    with open_atomic(path) as handle:
         for run in runs:
             for record in unmatched_records(run):
                 if len(runs) > 1:

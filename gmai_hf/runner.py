@@ -12,7 +12,7 @@ How work is never lost, done twice or mixed with another run's:
   Every process works from that one snapshot: disjoint shares that together cover every pending
   question exactly once, for any process count.
 * The only collective operation hands out the launch's token right after start-up (timeout
-  :data:`gmai_hf.processes.STARTUP_TIMEOUT_S`); after that processes talk through files
+  :func:`gmai_hf.processes.startup_timeout_s`); after that processes talk through files
   (:mod:`gmai_hf.processes`), so a dead or stuck process stops the others within seconds.
 * Preparation (image decoding, protocol re-encoding, processor) runs in DataLoader workers; a
   question that cannot be prepared is recorded with its error. The backend sorts each window by
@@ -620,7 +620,7 @@ def saved_answers(output_dir: str | os.PathLike[str]) -> int:
 def make_state() -> Any:
     """accelerate's process state; gloo on CPU so ``--multi_gpu`` launches work without GPUs.
 
-    Collectives time out after :data:`gmai_hf.processes.STARTUP_TIMEOUT_S`: only the start-up
+    Collectives time out after :func:`gmai_hf.processes.startup_timeout_s`: only the start-up
     token broadcast uses one; everything that may take long coordinates through files.
     """
     from datetime import timedelta
@@ -628,9 +628,9 @@ def make_state() -> Any:
     import torch
     from accelerate import PartialState
 
-    from gmai_hf.processes import STARTUP_TIMEOUT_S
+    from gmai_hf.processes import startup_timeout_s
 
-    return PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=STARTUP_TIMEOUT_S))
+    return PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=startup_timeout_s()))
 
 
 def run(config: RunConfig) -> int:

@@ -175,7 +175,7 @@ def iter_records(
                 if eof:
                     if pos == len(buf):
                         return
-                    yield _last_record(path, buf, base, pos, quotes, n_fields, index_field)
+                    yield _last_record(path, buf, base, pos, quotes, scan, n_fields, index_field)
                     return
                 quotes += _count_quotes(buf, scan, len(buf))
                 if len(buf) - pos > max_record_bytes:
@@ -247,12 +247,22 @@ def _unclosed_quote(
 
 
 def _last_record(
-    path: Path, buf: bytearray, base: int, pos: int, quotes: int, n_fields: int, index_field: int | None
+    path: Path,
+    buf: bytearray,
+    base: int,
+    pos: int,
+    quotes: int,
+    scan: int,
+    n_fields: int,
+    index_field: int | None,
 ) -> Record:
-    """The final record of a file that does not end in a newline: complete, or a truncated file."""
+    """The final record of a file that does not end in a newline: complete, or a truncated file.
+
+    ``quotes`` is the number of quotes in ``buf[pos:scan]``.
+    """
     offset = base + pos
     problem = None
-    if (quotes + _count_quotes(buf, pos, len(buf))) % 2:
+    if (quotes + _count_quotes(buf, scan, len(buf))) % 2:
         problem = (
             f"ends inside a quoted field opened at {where(path, base + _opening_quote(buf, pos))} (if the "
             "file is complete, that line holds a stray '\"')"

@@ -423,3 +423,76 @@ def test_iter_rows_without_images_reads_metadata_only(data_dir: Path) -> None:
     rows = list(builder.iter_rows(data_dir / schema.VAL_FILENAME, images=False))
     assert len(rows) == 40 and all(r["image"] is None for r in rows)
     assert [r["category"] for r in rows] == [r["category"] for r in iter_rows(40, seed=0)]
+
+
+# --- Errors that must keep their message (issue 8) -------------------------------------------------
+
+
+def test_an_index_beyond_int64_is_named(tmp_path: Path) -> None:
+    data = val_dir(tmp_path, [row(0), row(2**63)])
+    with pytest.raises(
+        builder.GmaiMMBenchError, match=r"VAL\.tsv: line 3 .*index 9223372036854775808 does not fit"
+    ):
+        load(data, "validation")
+
+
+def test_a_header_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = val_dir(tmp_path, [row(0)]) / schema.VAL_FILENAME
+    path.write_bytes(b"ind\xffex" + path.read_bytes()[5:])
+    with pytest.raises(builder.GmaiMMBenchError, match=r"VAL\.tsv: line 1: the header is not UTF-8 text"):
+        load(tmp_path, "validation")
+
+
+def test_a_bad_row_met_while_resolving_an_image_reference_is_named(tmp_path: Path) -> None:
+    path = val_dir(tmp_path, [row(0), row(1, image="2"), row(2), row(3)]) / schema.VAL_FILENAME
+    lines = path.read_bytes().split(b"\n")
+    lines[4] += b"\textra"  # question 3 has a field too many; the scan for question 2 meets it first
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(
+        builder.GmaiMMBenchError,
+        match=r"question index 3, line 5 .* has 16 fields.*while looking for the row whose image "
+        r"question index 1",
+    ):
+        load(tmp_path, "validation")
+
+
+def test_an_empty_answer_cell_fails_at_load_time(tmp_path: Path) -> None:
+    rows = [row(0), row(1)]
+    rows[1]["answer"] = None
+    with pytest.raises(
+        builder.GmaiMMBenchError, match=r"VAL\.tsv: question index 1: the answer cell is empty"
+    ):
+        load(val_dir(tmp_path, rows), "validation")
+
+
+def test_two_processes_on_a_truncated_file_keep_the_message(tmp_path: Path) -> None:
+    data = val_dir(tmp_path, make_rows(60, seed=5))
+    path = data / schema.VAL_FILENAME
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(builder.GmaiMMBenchError, match=r"VAL\.tsv: the file is truncated: the last row"):
+        load(data, "validation", num_proc=2, range_bytes=2048)
+
+
+# --- One cache per set of files, shared by every configuration (issue 8) -------------------------
+
+
+def test_two_spellings_of_a_folder_share_one_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_benchmark(tmp_path / "data", n_val=5, test_parts=())
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "link").symlink_to(tmp_path / "data")
+    spellings = ["data", str(tmp_path / "data"), "./data/", "link"]
+    caches = {
+        tuple(load(spelling, "validation").cache_files[0]["filename"] for _ in [0]) for spelling in spellings
+    }
+    assert len(caches) == 1
+
+
+def test_configuration_all_reuses_a_prepared_split(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write_benchmark(tmp_path, n_val=5, test_parts=(1, 2), per_part=3)
+    validation = gmai_hf.load_split("validation", tmp_path)
+    every = datasets.load_dataset("gmai_mmbench", data_dir=str(tmp_path))
+    assert set(every) == {"validation", "test"}
+    assert every["validation"].cache_files == validation.cache_files
+    assert gmai_hf.load_split("test", tmp_path).cache_files == every["test"].cache_files
+    assert raw(every["validation"]) == raw(validation)
+    assert len(datasets.load_dataset("gmai_mmbench", data_dir=str(tmp_path), split="test")) == 6

@@ -43,7 +43,8 @@ def test_prepare_one_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     )
     out = capsys.readouterr().out
     assert "validation: 5 questions" in out
-    assert "load_dataset('gmai_mmbench', 'validation'," in out
+    # the import that registers the name is said with the call, not left for the user to discover
+    assert "load it with: import gmai_hf; datasets.load_dataset('gmai_mmbench', 'validation'," in out
 
 
 def test_info_counts_match_the_files(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

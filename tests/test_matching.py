@@ -325,3 +325,45 @@ def test_strict_only_refuses_false_positives_on_the_corpus() -> None:
             quirk = re.search(r"(?i:answer\s+is\s+)\**(?:[a-d]|[A-D]\**\w)", prediction)
             assert strict is None or default is None or quirk, prediction
     assert changed > 0
+
+
+def test_strict_matching_is_not_quadratic_in_nested_option_texts() -> None:
+    """32 KB of nested option texts: the pairwise check of old took minutes here (1.3 s at 16 KB)."""
+    import time
+
+    options = ["a", "a a", "a " * 16_000, "b"]
+    prediction = "a " * 16_000  # option C, whose text holds thousands of A's and B's
+    started = time.perf_counter()
+    assert matching.match(prediction, options, strict=True) == "C"
+    assert time.perf_counter() - started < 2.0
+
+
+def test_strict_sweep_equals_the_pairwise_definition() -> None:
+    import random
+    import re
+
+    def pairwise(answer: str, texts: dict[str, str]) -> list[str]:
+        spans = {
+            letter: [m.span() for m in re.finditer(rf"(?<!\w){re.escape(text)}(?!\w)", answer)]
+            for letter, text in texts.items()
+        }
+        return [
+            letter
+            for letter, own in spans.items()
+            if any(
+                not any(
+                    (a, b) != (c, d) and c <= a and b <= d
+                    for other, theirs in spans.items()
+                    if other != letter
+                    for c, d in theirs
+                )
+                for a, b in own
+            )
+        ]
+
+    rng = random.Random(0)
+    words = ["mri", "t1 mri", "t1", "ct", "ct scan", "scan", "a", "a b", "b", "x"]
+    for _ in range(5000):
+        texts = {letter: rng.choice(words) for letter in "ABCDE"[: rng.randint(2, 5)]}
+        answer = " ".join(rng.choice([*words, "foo"]) for _ in range(rng.randint(0, 12)))
+        assert matching._whole_word_options(answer, texts) == pairwise(answer, texts), (texts, answer)

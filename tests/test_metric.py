@@ -145,3 +145,43 @@ def test_card_has_evaluate_yaml_header() -> None:
         "## Citation",
     ):
         assert section in card
+
+
+def test_the_metric_loads_from_any_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gmai_hf
+
+    monkeypatch.chdir(tmp_path)
+    metric = evaluate.load(gmai_hf.METRIC_PATH)
+    assert metric.compute(predictions=["A", "B"], references=["A", "A"])["accuracy"] == 0.5
+
+
+def test_the_wheel_carries_the_metric(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("gmai_hf-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {
+        "gmai_hf/metric/gmai_mmbench.py",
+        "gmai_hf/metric/README.md",
+        "gmai_hf/data/leaderboard.json",
+    } <= names
+    assert sum(name.startswith("gmai_hf/sample/") and name.endswith(".tsv") for name in names) == 12

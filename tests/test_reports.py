@@ -25,9 +25,26 @@ from gmai_hf.tree import NONE_LABEL
 
 _ANSWER_STYLES = ("{letter}", "({letter})", "The answer is {letter}.", "{text}", "I cannot tell.", "")
 
+#: What ``identity.describe`` records for the official, md5-verified validation file.
+OFFICIAL_DATA = {
+    "source": "local",
+    "official": True,
+    "split": "validation",
+    "questions": schema.VAL_QUESTIONS,
+    "files": [{"name": schema.VAL_FILENAME, "bytes": 9_340_000_000, "md5_verified": True}],
+    "problems": [],
+}
+
 
 def make_run_dir(
-    path: Path, model: str, *, n: int = 80, seed: int = 0, with_answer: bool = True
+    path: Path,
+    model: str,
+    *,
+    n: int = 80,
+    seed: int = 0,
+    with_answer: bool = True,
+    data: dict[str, Any] | None = OFFICIAL_DATA,
+    **info: Any,
 ) -> tuple[Path, dict[str, Any]]:
     """A run folder as ``results.write_outputs`` writes it; returns it and the metric's output."""
     rng = random.Random(seed)
@@ -58,7 +75,15 @@ def make_run_dir(
         options=options,
         **{dim: [row[dim] for row in rows] for dim in schema.BREAKDOWN_DIMENSIONS},
     )
-    results["run"] = {"model": model, "split": "validation" if with_answer else "test", "selection": None}
+    results["run"] = {
+        "model": model,
+        "split": "validation" if with_answer else "test",
+        "selection": None,
+        "protocol": "vlmevalkit",
+        "matching": "vlmevalkit",
+        **info,
+    }
+    results["data"] = data
     path.mkdir(parents=True)
     (path / "results.json").write_text(json.dumps(results), encoding="utf-8")
     with (path / "predictions.jsonl").open("w", encoding="utf-8") as handle:
@@ -252,11 +277,90 @@ def test_a_selected_run_is_flagged_as_not_comparable(tmp_path: Path) -> None:
     (run_dir / "results.json").write_text(json.dumps(results), encoding="utf-8")
     reports.write_markdown([reports.load_run(run_dir)], tmp_path / "report.md")
     text = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "**Not comparable with the leaderboard**" in text
+    assert "> - tiny: part of the split (modality = CT, MRI, first 20 questions)." in text
+    assert "— (not comparable: see above)" in text and " of 31 " not in text  # no leaderboard rank
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            {
+                **OFFICIAL_DATA,
+                "official": False,
+                "source": "sample",
+                "questions": 200,
+                "problems": ["synthetic"],
+            },
+            "> **Synthetic sample** (tiny): made-up questions",
+        ),
+        (
+            {
+                **OFFICIAL_DATA,
+                "official": False,
+                "questions": 150,
+                "problems": ["150 questions, the official validation split has 4550"],
+            },
+            "> - tiny: 150 questions, the official validation split has 4550.",
+        ),
+        (None, "> - tiny: which data it scored is not recorded"),
+    ],
+)
+def test_data_that_is_not_the_official_release_gets_no_rank(
+    tmp_path: Path, data: dict[str, Any] | None, expected: str
+) -> None:
+    run_dir, results = make_run_dir(tmp_path / "run", "tiny", data=data)
+    reports.write_markdown([reports.load_run(run_dir)], tmp_path / "report.md")
+    text = (tmp_path / "report.md").read_text(encoding="utf-8")
+    head = text.split("## Overall")[0]
+    assert expected in head and "**Not comparable with the leaderboard**" in head
+    rank, of, _, _ = reports.leaderboard_rank(results["accuracy"], "validation")
+    assert f"{rank} of {of}" not in text
+    assert "GPT-4o (leaderboard test, not comparable)" in text
+
+
+@pytest.mark.parametrize(
+    ("info", "reason"),
+    [
+        ({"protocol": "lossless"}, "--protocol lossless"),
+        ({"matching": "strict"}, "--matching strict"),
+        ({"failed": 3}, "3 question(s) failed"),
+    ],
+)
+def test_other_protocols_and_failures_are_not_ranked(
+    tmp_path: Path, info: dict[str, Any], reason: str
+) -> None:
+    run_dir, _ = make_run_dir(tmp_path / "run", "tiny", **info)
+    assert any(reason in problem for problem in reports.comparability_problems(reports.load_run(run_dir)))
+
+
+def test_official_runs_are_ranked_and_labelled(val_run: tuple[Path, dict, list[Path]]) -> None:
+    run_dir, _, _ = val_run
+    text = (run_dir / "report.md").read_text(encoding="utf-8")
+    assert "Not comparable" not in text and "not comparable" not in text
     assert (
-        "not comparable with the leaderboard" in text
-        and "- tiny: modality = CT, MRI, first 20 questions." in text
+        "| org/tiny-vlm | org/tiny-vlm | vlmevalkit | vlmevalkit | none | "
+        "local files, 4550 questions, official |" in text
     )
-    assert "— (part of the split)" in text and " of 31 " not in text  # no leaderboard rank
+    assert "commit 69268c70" in text  # how the leaderboard itself was measured
+
+
+def test_csv_cells_cannot_become_formulas(tmp_path: Path) -> None:
+    run_dir, results = make_run_dir(tmp_path / "run", '=HYPERLINK("http://x")')
+    for record_key in ("category",):
+        results["by"][record_key]["@SUM(A1)"] = results["by"][record_key].pop(
+            next(iter(results["by"][record_key]))
+        )
+    (run_dir / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    reports.write_reports([run_dir], tmp_path / "out")
+    summary = (tmp_path / "out" / "summary.csv").read_text(encoding="utf-8")
+    assert "'=HYPERLINK" in summary and ",=HYPERLINK" not in summary
+    categories = (tmp_path / "out" / "accuracy_by_category.csv").read_text(encoding="utf-8")
+    assert "'@SUM(A1)" in categories
+    assert (
+        reports.csv_cell("-1") == "'-1" and reports.csv_cell(-1.5) == -1.5 and reports.csv_cell("CT") == "CT"
+    )
 
 
 def test_the_same_run_named_twice_is_reported_once(

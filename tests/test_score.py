@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from gmai_hf import external, results, schema
+from gmai_hf import external, protocols, results, schema
 from gmai_hf.commands import score as score_command
 
 _STYLES = ("{letter}", "({letter}) {text}", "The answer is {letter}.", "{text}", "None", "I am not sure.")
@@ -28,6 +28,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, questions: list[dict[str, Any]
     """A run folder finished as the runner finishes one: raw answers -> build_records -> write_outputs."""
     rng = random.Random(3)
     raw = {}
+    questions = [protocols.present_row(row, "vlmevalkit") for row in questions]  # as a run shows them
     for row in questions:
         present = [letter for letter in schema.OPTION_LETTERS if row[letter] is not None]
         letter = row["answer"] if rng.random() < 0.5 else rng.choice(present)
@@ -60,6 +61,7 @@ def scored(path: Path, data_dir: Path, out: Path, *extra: str) -> int:
 def _metric(run_dir: Path) -> dict[str, Any]:
     output = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     output.pop("run")
+    output.pop("data")
     return output
 
 
@@ -106,7 +108,7 @@ def test_every_format_reads_the_same_predictions(
     expected = [
         {"index": int(i), "prediction": p} for i, p in zip(frame["index"], frame["prediction"], strict=True)
     ]
-    assert external.read_predictions(path) == expected
+    assert external.read_predictions(path).records == expected
     assert "None" in {p["prediction"] for p in expected}  # kept as text, not read as missing
 
 
@@ -181,7 +183,7 @@ def test_split_questions_without_answers_are_refused(questions: list[dict[str, A
 def test_xlsx_numbers_and_model_names(tmp_path: Path) -> None:
     path = tmp_path / "InternVL2-8B_GMAI-MMBench_VAL.xlsx"
     pd.DataFrame({"Index": [3.0, 7.0], "Prediction": [1.0, None]}).to_excel(path, index=False)
-    assert external.read_predictions(path) == [
+    assert external.read_predictions(path).records == [
         {"index": 3, "prediction": "1"},
         {"index": 7, "prediction": ""},
     ]
@@ -189,3 +191,97 @@ def test_xlsx_numbers_and_model_names(tmp_path: Path) -> None:
     assert external.model_name(tmp_path / "my_preds.jsonl") == "my_preds"
     with pytest.raises(ValueError, match=r"unsupported file type '\.parquet'"):
         external.read_predictions(_write(tmp_path / "p.parquet", [{"index": 0, "prediction": "A"}]))
+
+
+# --- Predictions of the wrong split, and files that are bad on purpose (issue 8) ------------------
+
+
+def test_test_predictions_are_never_scored_against_validation_answers(
+    tmp_path: Path, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gmai_hf import runner
+
+    run_dir = tmp_path / "x-test"
+    assert (
+        runner.run(runner.RunConfig(model="random", output_dir=run_dir, data_dir=str(data_dir), split="test"))
+        == 0
+    )
+    predictions = run_dir / "predictions.jsonl"
+    # indices 0..65 of the test split all exist in validation too: only the file can tell
+    assert scored(predictions, data_dir, tmp_path / "out") == 2
+    assert (
+        "results.json" in caplog.text and "split 'test'" in caplog.text and "submission.xlsx" in caplog.text
+    )
+    caplog.clear()
+    assert scored(predictions, data_dir, tmp_path / "out", "--split", "validation") == 2
+    assert "holds test predictions" in caplog.text and "meaningless" in caplog.text
+    caplog.clear()
+    alone = tmp_path / "copied.jsonl"
+    alone.write_text(predictions.read_text())  # without results.json beside it: its null answers tell
+    assert scored(alone, data_dir, tmp_path / "out") == 2
+    assert "answer column is empty in every row" in caplog.text
+    caplog.clear()
+    with_split = _write(tmp_path / "preds.csv", [{"index": 0, "prediction": "A", "split": "test"}])
+    assert scored(with_split, data_dir, tmp_path / "out") == 2 and "split column says 'test'" in caplog.text
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("preds.csv", "index,prediction\n0,caf\xe9\n".encode("latin-1"), "not UTF-8 text"),
+        ("preds.json", b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (
+            "preds.jsonl",
+            b'{"index": 0, "prediction": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n",
+            "nested too deeply",
+        ),
+        ("preds.xlsx", b"PK\x03\x04 not really a zip", "not an xlsx workbook"),
+    ],
+)
+def test_bad_files_end_in_one_line_naming_the_file(
+    tmp_path: Path, data_dir: Path, caplog: pytest.LogCaptureFixture, name: str, content: bytes, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert scored(path, data_dir, tmp_path / "out") == 2
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert message in record.getMessage() and str(path) in record.getMessage()
+
+
+def _xlsx_with_entities(path: Path) -> Path:
+    """A workbook whose sheet declares the billion-laughs entities and uses them in a cell."""
+    import zipfile
+
+    pd.DataFrame({"index": [0], "prediction": ["A"]}).to_excel(path, index=False)
+    entities = '<!ENTITY lol "lol">' + "".join(
+        f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10 if i else "&lol;" * 10}">' for i in range(9)
+    )
+    source = zipfile.ZipFile(path)
+    members = {info.filename: source.read(info.filename) for info in source.infolist()}
+    source.close()
+    sheet = members["xl/worksheets/sheet1.xml"].decode()
+    sheet = sheet.replace("<worksheet ", f"<!DOCTYPE worksheet [{entities}]><worksheet ", 1)
+    members["xl/worksheets/sheet1.xml"] = sheet.replace("<t>A</t>", "<t>&lol8;</t>").encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, data in members.items():
+            archive.writestr(member, data)
+    return path
+
+
+def test_a_hostile_xlsx_is_refused(
+    tmp_path: Path, data_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    bomb = _xlsx_with_entities(tmp_path / "bomb.xlsx")
+    started = time.time()
+    assert scored(bomb, data_dir, tmp_path / "out") == 2
+    assert (
+        time.time() - started < 20 and "cannot read the workbook" in caplog.text and str(bomb) in caplog.text
+    )
+    caplog.clear()
+    normal = tmp_path / "big.xlsx"
+    pd.DataFrame({"index": [0], "prediction": ["A"]}).to_excel(normal, index=False)
+    monkeypatch.setattr(external, "MAX_XLSX_BYTES", 100)  # as if it unpacked to more than 1 GiB
+    assert scored(normal, data_dir, tmp_path / "out") == 2 and "unpacks to" in caplog.text

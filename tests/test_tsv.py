@@ -127,3 +127,35 @@ def test_line_number(tmp_path: Path) -> None:
     path = tmp_path / "x.tsv"
     path.write_bytes(b"a\nbb\nccc\n")
     assert [tsv.line_number(path, offset) for offset in (0, 2, 5, 8)] == [1, 2, 3, 3]
+
+
+def test_a_stray_quote_fails_fast_with_its_line_and_bounded_memory(tmp_path: Path) -> None:
+    import tracemalloc
+
+    rows = [["index", "question", "image"]]
+    rows += [[str(i), f"question {i}", "x" * 2000] for i in range(3000)]  # ~6 MB
+    path = _write(tmp_path / "stray.tsv", rows)
+    data = path.read_bytes()
+    at = data.index(b"question 12\t")
+    path.write_bytes(data[:at] + b'"' + data[at:])  # a quote opening a field that never closes
+    _header, start = tsv.read_header(path)
+    tracemalloc.start()
+    with pytest.raises(tsv.TsvFormatError) as error:
+        list(tsv.iter_records(path, 3, start, index_field=0, chunk_size=64 * 1024, max_record_bytes=1 << 20))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert "question index 12, line 14" in str(error.value) and "quoted field opened at line 14" in str(
+        error.value
+    )
+    assert "stray" in str(error.value)
+    assert peak < 4 * (1 << 20), f"the reader held {peak:,} bytes for a 1 MB record bound"
+
+
+def test_a_stray_quote_near_the_end_is_not_blamed_on_truncation_alone(tmp_path: Path) -> None:
+    rows = [["index", "question"], ["0", "a"], ["1", "b"], ["2", "c"]]
+    path = _write(tmp_path / "x.tsv", rows)
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"1\tb", b'1\t"b'))
+    _header, start = tsv.read_header(path)
+    with pytest.raises(tsv.TsvFormatError, match=r"ends inside a quoted field opened at line 3 .*stray"):
+        list(tsv.iter_records(path, 2, start))

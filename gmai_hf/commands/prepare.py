@@ -1,4 +1,5 @@
-"""``gmai-hf prepare``: build the Arrow cache once, so later loads open it in seconds."""
+"""``gmai-hf prepare``: build the Arrow cache once (so later loads open it in seconds), and with
+``--verify`` check the files against the official md5s (so runs on them count as official)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-proc", type=int, default=None, help="processes (test parts / byte ranges)")
     parser.add_argument("--cache-dir", help="datasets cache folder (default: HF_DATASETS_CACHE)")
     parser.add_argument("--token", help="Hub token for the gated test files (default: your login)")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="also compute each file's md5 and compare it with the official one (about 20 s per GB); "
+        "the verdict is remembered, and runs on verified files are labelled official",
+    )
+
+
+def verify(data_dir: str | None, splits: list[str]) -> int:
+    """md5-check the split files; prints a verdict per file. Returns 0 when all are official."""
+    from gmai_hf import download, identity
+
+    status = 0
+    for split in splits:
+        paths = identity.split_files(split, data_dir)
+        expected = len(download.official_names(split))
+        if len(paths) < expected:
+            print(f"{split}: {len(paths)} of the {expected} official files present")
+            status = 1
+        for path, official in download.check_files(paths, split).items():
+            verdict = {True: "official (md5 matches)", False: "NOT the official file (md5 differs)"}
+            print(f"{split}: {path}: {verdict.get(official, 'not an official file name')}")
+            status |= official is not True
+    return status
 
 
 def main(args: argparse.Namespace) -> int:
@@ -35,8 +60,15 @@ def main(args: argparse.Namespace) -> int:
     builder.download_and_prepare(num_proc=args.num_proc)
     for name, info in builder.info.splits.items():
         print(f"{name}: {info.num_examples} questions")
-    print(f"cache: {builder.cache_dir}")
+    for name, cache in builder.split_cache_dirs().items():
+        print(f"cache ({name}): {cache}")
     config = "" if args.split == "all" else f"{args.split!r}, "
     data_dir = "" if args.data_dir is None else f"data_dir={args.data_dir!r}, "
-    print(f"load it with: datasets.load_dataset('gmai_mmbench', {config}{data_dir}split=...)")
+    print(
+        f"load it with: import gmai_hf; datasets.load_dataset('gmai_mmbench', {config}{data_dir}split=...) "
+        "(`import gmai_hf` registers the name with datasets)"
+    )
+    if args.verify:
+        splits = list(schema.SPLITS) if args.split == "all" else [args.split]
+        return verify(args.data_dir, [split for split in splits if split in builder.info.splits])
     return 0

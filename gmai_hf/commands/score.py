@@ -8,12 +8,14 @@ a run, and written through ``results.write_outputs``, so its folder holds what a
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from gmai_hf import schema
+from gmai_hf import external, protocols, schema
+from gmai_hf.results import PREDICTIONS_FILE, RESULTS_FILE
 
 HELP = (
     "score a prediction file made elsewhere (VLMEvalKit's <model>_GMAI-MMBench_VAL.xlsx, or .tsv/.csv/.json/"
@@ -24,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gmai_hf.matching import MATCHING_MODES
+
     parser.add_argument(
         "file", type=Path, metavar="FILE", help="prediction file with 'index' and 'prediction'"
     )
@@ -37,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--split",
         choices=schema.SPLITS,
         default=None,
-        help="split the predictions answer (default: test if the file name says TEST, else validation)",
+        help="split the predictions answer (default: what the file says: results.json beside it, a split "
+        "column, an empty answer column, or TEST in its name; else validation)",
     )
     parser.add_argument(
         "--output-dir",
@@ -48,15 +53,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--matching",
-        choices=("vlmevalkit", "strict"),
+        choices=MATCHING_MODES,
         default="vlmevalkit",
-        help="answer matching: VLMEvalKit's exact rules (the leaderboard's) or the strict variant",
+        help="answer matching: VLMEvalKit's exact rules of today (the default), of 2024 (vlmevalkit-2024), "
+        "or the strict variant",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=protocols.PROTOCOLS,
+        default=protocols.DEFAULT_PROTOCOL,
+        help="the protocol the predictions were made under: vlmevalkit (option cells pandas reads as missing "
+        "were not shown, so they cannot be matched) or lossless (default: vlmevalkit)",
     )
 
 
-def split_for(path: Path) -> str:
-    """The split a file's name points to (VLMEvalKit names test files ``..._TEST...``)."""
-    return "test" if "_TEST" in path.name.upper() else "validation"
+TEST_REFUSAL = (
+    "{path}: these are test predictions{how}, and the test split has no answers (they are hidden), so they "
+    "cannot be scored: send the submission.xlsx a test run writes to the benchmark's organisers"
+)
+
+
+def detect_split(path: Path, predictions: external.Predictions) -> tuple[str, str] | None:
+    """The split the file itself says it answers, and how it says so (None: it does not say)."""
+    beside = path.with_name(RESULTS_FILE)
+    if path.name == PREDICTIONS_FILE and beside.is_file():
+        try:
+            split = (json.loads(beside.read_text(encoding="utf-8")).get("run") or {}).get("split")
+        except ValueError:
+            split = None
+        if split in schema.SPLITS:
+            return split, f"{beside} says split {split!r}"
+    if predictions.split in schema.SPLITS:
+        return predictions.split, f"its split column says {predictions.split!r}"
+    if predictions.answers_hidden:
+        return "test", "its answer column is empty in every row (test answers are hidden)"
+    if "_TEST" in path.name.upper():
+        return "test", "its name says TEST"
+    return None
 
 
 def load_questions(data_dir: Path | None, split: str) -> list[dict[str, Any]]:
@@ -73,21 +106,26 @@ def score(
     split: str | None = None,
     output_dir: Path | None = None,
     matching: str = "vlmevalkit",
+    protocol: str = protocols.DEFAULT_PROTOCOL,
 ) -> list[Path]:
     """Score the prediction file ``path``; returns the files written (as ``results.write_outputs``)."""
-    from gmai_hf import external, results
+    from gmai_hf import identity, results
 
     started = time.perf_counter()
-    split = split or split_for(path)
     if split == "test":
-        raise ValueError(
-            f"{path}: the test split has no answers (they are hidden), so its predictions cannot be scored "
-            "here: score validation predictions (--split validation), or send test predictions to the "
-            "benchmark's organisers (a run on the test split writes submission.xlsx)"
-        )
+        raise ValueError(TEST_REFUSAL.format(path=path, how=""))
     predictions = external.read_predictions(path)
-    questions = load_questions(data_dir, split)
-    by_index, answered = external.join_with_split(predictions, questions, path=path, split=split)
+    detected = detect_split(path, predictions)
+    if split is not None and detected is not None and detected[0] != split:
+        raise ValueError(
+            f"{path} holds {detected[0]} predictions ({detected[1]}), but --split {split} was given: "
+            f"scoring them against {split} answers would give a meaningless number"
+        )
+    split = split or (detected[0] if detected else "validation")
+    if split == "test":
+        raise ValueError(TEST_REFUSAL.format(path=path, how=f" ({detected[1]})" if detected else ""))
+    questions = [protocols.present_row(row, protocol) for row in load_questions(data_dir, split)]
+    by_index, answered = external.join_with_split(predictions.records, questions, path=path, split=split)
     if len(answered) < len(questions):
         logger.warning(
             "%s answers %d of the %d %s questions: scoring those only (not comparable with the leaderboard)",
@@ -108,6 +146,7 @@ def score(
         "batch_size": None,
         "mode": "score",
         "prompt": None,
+        "protocol": protocol,
         "matching": matching,
         "source": str(path),
         "wall_time_s": round(elapsed, 3),
@@ -115,7 +154,8 @@ def score(
         "versions": results.library_versions(),
     }
     output_dir = output_dir or path.with_name(f"{path.stem}_scored")
-    return results.write_outputs(output_dir, records, run_info, split, answered, matching=matching)
+    data = identity.describe(split, data_dir, len(questions))
+    return results.write_outputs(output_dir, records, run_info, split, answered, matching=matching, data=data)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -126,6 +166,7 @@ def main(args: argparse.Namespace) -> int:
             split=args.split,
             output_dir=args.output_dir,
             matching=args.matching,
+            protocol=args.protocol,
         )
     except (FileNotFoundError, ValueError) as error:
         logger.error("%s", error)

@@ -48,6 +48,61 @@ IDEFICS3_CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
 
+#: Qwen2.5-VL's turn format (its default system message, then ``<|vision_start|><|image_pad|><|vision_end|>``
+#: for each image; the processor repeats ``<|image_pad|>`` once per merged 28 x 28 patch).
+QWEN2_5_VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+#: Qwen3-VL's (Instruct) turn format: as Qwen2.5-VL's, without a default system message.
+QWEN3_VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+#: InternVL's (the ``-hf`` checkpoints') turn format; the processor expands each ``<IMG_CONTEXT>``
+#: to ``<img>`` + ``<IMG_CONTEXT>`` per token of every tile + ``</img>``.
+INTERNVL_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<IMG_CONTEXT>\n"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+#: LLaVA-OneVision's turn format (``<|im_start|>user <image>\n...<|im_end|><|im_start|>assistant\n``):
+#: images first, then each text on a new line.
+LLAVA_ONEVISION_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }} "
+    "{% for item in message['content'] if item['type'] == 'image' %}<image>{% endfor %}"
+    "{% for item in message['content'] if item['type'] == 'text' %}{{ '\\n' + item['text'] }}{% endfor %}"
+    "<|im_end|>"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 #: Side of the (square) input image; with 14-pixel patches that is 2 x 2 image tokens.
 IMAGE_SIZE = 28
 PATCH_SIZE = 14
@@ -274,6 +329,269 @@ def build_tiny_idefics3(path: str | Path, seed: int = 0) -> Path:
     return _save(path, processor, lambda: Idefics3ForConditionalGeneration(config), seed, torch)
 
 
+#: Qwen's end-of-turn and padding tokens, named as in its tokenizer (which has no BOS or UNK token).
+QWEN_TOKENS = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
+
+
+def _qwen_tokenizer(extra: list[str], named: dict[str, str]) -> Any:
+    """Qwen's tokenizer: no BOS token, ``<|im_end|>`` ends a turn, ``<|endoftext|>`` pads."""
+    return train_tokenizer(
+        ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *extra], {**QWEN_TOKENS, **named}, vocab_size=800
+    )
+
+
+#: The tokens Qwen2.5-VL's and Qwen3-VL's processors and templates use for images (and videos).
+QWEN_VL_TOKENS = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"}
+
+
+def _qwen_vl_tokenizer() -> Any:
+    """Qwen's tokenizer with the vision tokens of Qwen2.5-VL and Qwen3-VL."""
+    return _qwen_tokenizer(
+        ["<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", *QWEN_VL_TOKENS.values()], QWEN_VL_TOKENS
+    )
+
+
+def _qwen_vl_sizes(patch: int, merge: int) -> dict[str, int]:
+    """Qwen-VL image processor sizes: one token per ``merge`` x ``merge`` patches, 4 to 16 tokens."""
+    side = patch * merge  # of the square of pixels each token covers
+    return {
+        "min_pixels": (2 * side) ** 2,
+        "max_pixels": (4 * side) ** 2,
+        "patch_size": patch,
+        "merge_size": merge,
+    }
+
+
+def build_tiny_qwen2_5_vl(path: str | Path, seed: int = 0) -> Path:
+    """A tiny Qwen2.5-VL (windowed-attention ViT + Qwen2 text model with multimodal RoPE).
+
+    Images keep their aspect ratio and are resized to a multiple of 28 px between 56 x 56 and 112 x 112
+    pixels' worth; each 28 x 28 block (2 x 2 patches of 14 px, merged) is one image token, so the number
+    of tokens (4 to 16) and the rows of ``pixel_values`` depend on the image's size, as in Qwen2.5-VL.
+    Needs ``torchvision`` (for the video processor the processor requires).
+    """
+    import torch
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessorPil,
+        Qwen2VLVideoProcessor,
+    )
+
+    tokenizer = _qwen_vl_tokenizer()
+    merge = 2  # 2 x 2 patches make one token
+    sizes = _qwen_vl_sizes(PATCH_SIZE, merge)
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessorPil(**sizes),
+        tokenizer=tokenizer,
+        # required (and needs torchvision), though videos are never given
+        video_processor=Qwen2VLVideoProcessor(**sizes),
+        chat_template=QWEN2_5_VL_CHAT_TEMPLATE,
+    )
+    special = tokenizer.convert_tokens_to_ids
+    text = _tiny_text(
+        len(tokenizer),
+        bos_token_id=special("<|endoftext|>"),
+        eos_token_id=[special("<|im_end|>"), special("<|endoftext|>")],
+        pad_token_id=special("<|endoftext|>"),
+        # the rotary half of each 16-wide head split over (time, height, width)
+        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [2, 3, 3]},
+    )
+    config = Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "patch_size": PATCH_SIZE,
+            "spatial_merge_size": merge,
+            "window_size": 4 * PATCH_SIZE * merge,  # attention within 4 x 4 token windows
+            "fullatt_block_indexes": [1],
+            "out_hidden_size": text["hidden_size"],
+        },
+        image_token_id=special("<|image_pad|>"),
+        video_token_id=special("<|video_pad|>"),
+        vision_start_token_id=special("<|vision_start|>"),
+        vision_end_token_id=special("<|vision_end|>"),
+    )
+    return _save(path, processor, lambda: Qwen2_5_VLForConditionalGeneration(config), seed, torch)
+
+
+def build_tiny_qwen3_vl(path: str | Path, seed: int = 0) -> Path:
+    """A tiny Qwen3-VL (ViT with DeepStack features + Qwen3 text model with interleaved multimodal RoPE).
+
+    As :func:`build_tiny_qwen2_5_vl`, with Qwen3-VL's 16 px patches: images are resized to a multiple
+    of 32 px between 64 x 64 and 128 x 128 pixels' worth, one token per 32 x 32 block (4 to 16).
+    Needs ``torchvision``.
+    """
+    import torch
+    from transformers import (
+        Qwen2VLImageProcessorPil,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
+
+    tokenizer = _qwen_vl_tokenizer()
+    patch, merge = 16, 2
+    sizes = _qwen_vl_sizes(patch, merge)
+    half = [0.5, 0.5, 0.5]
+    processor = Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessorPil(**sizes, image_mean=half, image_std=half),
+        tokenizer=tokenizer,
+        # required (and needs torchvision), though videos are never given
+        video_processor=Qwen3VLVideoProcessor(**sizes, image_mean=half, image_std=half),
+        chat_template=QWEN3_VL_CHAT_TEMPLATE,
+    )
+    special = tokenizer.convert_tokens_to_ids
+    text = _tiny_text(
+        len(tokenizer),
+        head_dim=16,
+        bos_token_id=special("<|endoftext|>"),
+        eos_token_id=[special("<|im_end|>"), special("<|endoftext|>")],
+        pad_token_id=special("<|endoftext|>"),
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 5_000_000.0,
+            "mrope_section": [2, 3, 3],
+            "mrope_interleaved": True,
+        },
+    )
+    config = Qwen3VLConfig(
+        text_config=text,
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "patch_size": patch,
+            "spatial_merge_size": merge,
+            "num_position_embeddings": 64,  # an 8 x 8 grid, interpolated to the image's
+            "deepstack_visual_indexes": [0],
+            "out_hidden_size": text["hidden_size"],
+        },
+        image_token_id=special("<|image_pad|>"),
+        video_token_id=special("<|video_pad|>"),
+        vision_start_token_id=special("<|vision_start|>"),
+        vision_end_token_id=special("<|vision_end|>"),
+    )
+    return _save(path, processor, lambda: Qwen3VLForConditionalGeneration(config), seed, torch)
+
+
+def build_tiny_internvl(path: str | Path, seed: int = 0) -> Path:
+    """A tiny InternVL (InternViT + Qwen2, pixel shuffle; the transformers-native ``-hf`` format).
+
+    Images are cut into 56 px tiles on the grid (up to 4 tiles) whose aspect ratio is closest to
+    the image's, plus a thumbnail of the whole image when there is more than one tile; each tile is 4
+    image tokens (16 patches of 14 px, pixel-shuffled by 2), so the tiles (``pixel_values``' first
+    dimension) and image tokens depend on the image's size, as in InternVL. Needs ``torchvision``.
+    """
+    import torch
+    from transformers import (
+        GotOcr2ImageProcessorPil,
+        InternVLConfig,
+        InternVLForConditionalGeneration,
+        InternVLProcessor,
+        InternVLVideoProcessor,
+        InternVLVisionConfig,
+        Qwen2Config,
+    )
+
+    named = {
+        "start_image_token": "<img>",
+        "end_image_token": "</img>",
+        "context_image_token": "<IMG_CONTEXT>",
+        "video_token": "<video>",
+    }
+    tokenizer = _qwen_tokenizer(list(named.values()), named)
+    tile = 2 * IMAGE_SIZE
+    downsample_ratio = 0.5  # pixel shuffle: (tile // patch) ** 2 * ratio ** 2 tokens per tile
+    tokens_per_tile = int((tile // PATCH_SIZE) ** 2 * downsample_ratio**2)
+    processor = InternVLProcessor(
+        image_processor=GotOcr2ImageProcessorPil(
+            size={"height": tile, "width": tile}, crop_to_patches=True, min_patches=1, max_patches=4
+        ),
+        tokenizer=tokenizer,
+        # required (and needs torchvision), though videos are never given
+        video_processor=InternVLVideoProcessor(size={"height": tile, "width": tile}),
+        image_seq_length=tokens_per_tile,
+        chat_template=INTERNVL_CHAT_TEMPLATE,
+    )
+    special = tokenizer.convert_tokens_to_ids
+    config = InternVLConfig(
+        vision_config=InternVLVisionConfig(**_tiny_vision(image_size=tile)),
+        text_config=Qwen2Config(
+            **_tiny_text(
+                len(tokenizer),
+                bos_token_id=special("<|endoftext|>"),
+                eos_token_id=[special("<|im_end|>"), special("<|endoftext|>")],
+                pad_token_id=special("<|endoftext|>"),
+            )
+        ),
+        image_token_id=special("<IMG_CONTEXT>"),
+        image_seq_length=tokens_per_tile,
+        downsample_ratio=downsample_ratio,
+        # InternVL3-1B ties them, but tied random embeddings only ever repeat the last prompt token
+        tie_word_embeddings=False,
+    )
+    return _save(path, processor, lambda: InternVLForConditionalGeneration(config), seed, torch)
+
+
+def build_tiny_llava_onevision(path: str | Path, seed: int = 0) -> Path:
+    """A tiny LLaVA-OneVision (SigLIP vision tower + Qwen2, "anyres" tiling).
+
+    A single image becomes its 28 px thumbnail plus the 28 px tiles of the grid (up to 3 x 3) that
+    best fits its size; the tiles' features are unpadded to the image's aspect ratio with a newline
+    token per row, so the number of tiles and image tokens depend on the image's size. Needs
+    ``torchvision``.
+    """
+    import torch
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessorPil,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+        Qwen2Config,
+        SiglipVisionConfig,
+    )
+
+    named = {"image_token": "<image>", "video_token": "<video>"}
+    tokenizer = _qwen_tokenizer(list(named.values()), named)
+    pinpoints = [[IMAGE_SIZE * rows, IMAGE_SIZE * cols] for rows in range(1, 4) for cols in range(1, 4)]
+    square = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    processor = LlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessorPil(size=square, image_grid_pinpoints=pinpoints),
+        tokenizer=tokenizer,
+        # required (and needs torchvision), though videos are never given
+        video_processor=LlavaOnevisionVideoProcessor(size=square),
+        num_image_tokens=(IMAGE_SIZE // PATCH_SIZE) ** 2,
+        vision_feature_select_strategy="full",
+        chat_template=LLAVA_ONEVISION_CHAT_TEMPLATE,
+    )
+    special = tokenizer.convert_tokens_to_ids
+    config = LlavaOnevisionConfig(
+        vision_config=SiglipVisionConfig(**_tiny_vision(vision_use_head=False)),
+        text_config=Qwen2Config(
+            **_tiny_text(
+                len(tokenizer),
+                bos_token_id=special("<|endoftext|>"),
+                eos_token_id=[special("<|im_end|>"), special("<|endoftext|>")],
+                pad_token_id=special("<|endoftext|>"),
+            )
+        ),
+        image_token_index=special("<image>"),
+        video_token_index=special("<video>"),
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        image_grid_pinpoints=pinpoints,
+    )
+    return _save(path, processor, lambda: LlavaOnevisionForConditionalGeneration(config), seed, torch)
+
+
 def _save(path: str | Path, processor: Any, make_model: Callable[[], Any], seed: int, torch: Any) -> Path:
     path = Path(path)
     torch.manual_seed(seed)
@@ -289,4 +607,8 @@ TINY_MODELS: dict[str, Callable[..., Path]] = {
     "llava": build_tiny_llava,
     "gemma3": build_tiny_gemma3,
     "idefics3": build_tiny_idefics3,
+    "qwen2_5_vl": build_tiny_qwen2_5_vl,
+    "qwen3_vl": build_tiny_qwen3_vl,
+    "internvl": build_tiny_internvl,
+    "llava_onevision": build_tiny_llava_onevision,
 }

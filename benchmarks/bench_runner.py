@@ -31,21 +31,26 @@ os.environ["HF_DATASETS_CACHE"] = str(WORK / "cache")  # before datasets is impo
 
 import datasets  # noqa: E402
 
-from gmai_hf import prompts, runner  # noqa: E402
+from gmai_hf import prompts, protocols, runner  # noqa: E402
 from gmai_hf.backends import Question, load_backend  # noqa: E402
 from gmai_hf.testing.data import write_benchmark  # noqa: E402
 from gmai_hf.testing.models import TINY_MODELS  # noqa: E402
 
 
-def loop_questions_per_s(model: str, data_dir: Path, questions: int, max_new_tokens: int) -> float:
+def loop_questions_per_s(
+    model: str, data_dir: Path, questions: int, max_new_tokens: int, protocol: str
+) -> float:
     """VLMEvalKit's way: one question at a time, preparation and generation in turn."""
-    ds = runner.load_questions(runner.RunConfig(model=model, output_dir=data_dir, data_dir=str(data_dir)))
-    ds = ds.select(range(questions))
-    backend = load_backend(model, _device(), reserved_tokens=max_new_tokens)
+    config = runner.RunConfig(
+        model=model, output_dir=data_dir, data_dir=str(data_dir), limit=questions, protocol=protocol
+    )
+    loaded = runner.load_questions(config)
+    backend = load_backend("transformers", model, _device(), reserved_tokens=max_new_tokens)
     prepare = backend.preparer()
     start = time.perf_counter()
-    for row in ds:
-        image = runner.decode_image(row["image"], row["index"])
+    for row in loaded.ds:
+        row = protocols.present_row(row, config.protocol)
+        image = protocols.image_bytes(runner.stored_image(row["image"], row["index"]), config.protocol)
         question = Question(row["index"], prompts.build_prompt(row), prompts.present_options(row), image)
         backend.generate([prepare(question)], max_new_tokens)
     return questions / (time.perf_counter() - start)
@@ -73,6 +78,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=32, help="default: the runner's default")
     parser.add_argument("--image-size", type=int, default=64, help="side of the synthetic PNG images")
+    parser.add_argument(
+        "--protocol",
+        choices=protocols.PROTOCOLS,
+        default=protocols.DEFAULT_PROTOCOL,
+        help="vlmevalkit re-encodes every image as VLMEvalKit's JPEG (in the workers); lossless does not",
+    )
     parser.add_argument("--repeat", type=int, default=2, help="rounds; the best of each method is shown")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads of the model process (0: torch's default)"
@@ -92,6 +103,7 @@ def main() -> None:
             "limit": args.questions,
             "batch_size": args.batch_size,
             "max_new_tokens": args.max_new_tokens,
+            "protocol": args.protocol,
         }
         if args.threads:
             import torch
@@ -99,7 +111,10 @@ def main() -> None:
             torch.set_num_threads(args.threads)
         loop = batched = likelihood = 0.0
         for round_ in range(args.repeat):
-            loop = max(loop, loop_questions_per_s(model, data_dir, args.questions, args.max_new_tokens))
+            loop = max(
+                loop,
+                loop_questions_per_s(model, data_dir, args.questions, args.max_new_tokens, args.protocol),
+            )
             out = work / f"batched{round_}"
             batched = max(batched, runner_questions_per_s(model, data_dir, out, **common))
             out = work / f"likelihood{round_}"
@@ -110,7 +125,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     print(
         f"model {args.model} on {_device()}, {args.questions} questions, {args.image_size}px PNG, "
-        f"batch {args.batch_size}, max_new_tokens {args.max_new_tokens}, "
+        f"batch {args.batch_size}, max_new_tokens {args.max_new_tokens}, protocol {args.protocol}, "
         f"torch threads {args.threads or 'default'}, best of {args.repeat}"
     )
     table = [

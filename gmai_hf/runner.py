@@ -8,15 +8,15 @@ How work is never lost, done twice or mixed with another run's:
 * Each process appends every answer to its own file ``OUT/shards/answers-<rank>-of-<n>.jsonl`` as
   soon as it has it. The main process alone reads all answer files (whatever process count wrote
   them), repairs lines cut off by a kill, and writes ``plan.json``: the questions still to answer
-  (missing or failed), in windows of similar prompt length dealt round-robin to the processes.
+  (missing or failed), in batches of similar prompt length dealt round-robin to the processes.
   Every process works from that one snapshot: disjoint shares that together cover every pending
   question exactly once, for any process count.
 * The only collective operation hands out the launch's token right after start-up (timeout
   :func:`gmai_hf.processes.startup_timeout_s`); after that processes talk through files
   (:mod:`gmai_hf.processes`), so a dead or stuck process stops the others within seconds.
 * Preparation (image decoding, protocol re-encoding, processor) runs in DataLoader workers; a
-  question that cannot be prepared is recorded with its error. The backend sorts each window by
-  the processor's token count before batching.
+  question that cannot be prepared is recorded with its error. The backend re-sorts a few
+  prepared batches at a time by the processor's token count before answering them.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -49,9 +50,6 @@ logger = logging.getLogger(__name__)
 SHARDS_DIR = "shards"
 CONFIG_FILE = "config.json"
 PLAN_FILE = "plan.json"
-#: Batches per window: questions are prepared in windows of ``batch_size * WINDOW_BATCHES`` and
-#: sorted by their token count inside it, so batches hold prompts of similar length.
-WINDOW_BATCHES = 4
 #: Test hook: ``N`` (or ``N@RANK``) kills the process(es) with SIGKILL after N answers written.
 KILL_AFTER_ENV = "GMAI_HF_TEST_KILL_AFTER_ANSWERS"
 #: Settings that must match for answers already on disk to be reused.
@@ -113,6 +111,11 @@ class RunConfig:
                 f"--protocol {self.protocol!r}: choose one of {', '.join(protocols.PROTOCOLS)}",
             ),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (
+                self.backend != "openai" or self.mode == "generate",
+                "--mode likelihood needs the model's next-token probabilities, which chat-completions "
+                "servers do not give for images: use --mode generate with --backend openai",
+            ),
             (self.max_new_tokens >= 1, f"--max-new-tokens must be at least 1, got {self.max_new_tokens}"),
             (self.limit is None or self.limit >= 1, f"--limit must be at least 1, got {self.limit}"),
         ]
@@ -193,16 +196,16 @@ def _short(value: Any, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def plan_windows(costs: Mapping[int, int], window: int) -> list[list[int]]:
-    """Questions grouped into windows of ``window`` of similar cost (prompt length), largest
-    first (so an out-of-memory error shows up at once, not hours in)."""
+def plan_batches(costs: Mapping[int, int], batch_size: int) -> list[list[int]]:
+    """Questions grouped into batches of similar cost (prompt length), largest first (so an
+    out-of-memory error shows up at once, not hours in)."""
     order = sorted(costs, key=lambda key: (-costs[key], key))
-    return [order[i : i + window] for i in range(0, len(order), window)]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def shard(windows: Sequence[list[int]], rank: int, processes: int) -> list[list[int]]:
-    """This process's windows: round-robin, so shares are disjoint and differ by one window at most."""
-    return list(windows[rank::processes])
+def shard(batches: Sequence[list[int]], rank: int, processes: int) -> list[list[int]]:
+    """This process's batches: round-robin, so shares are disjoint and differ by one batch at most."""
+    return list(batches[rank::processes])
 
 
 # --- Preparation (DataLoader workers) ----------------------------------------------------------
@@ -276,14 +279,17 @@ def _worker_init(_: int) -> None:
 
 
 class Progress:
-    """Main-process progress bar over all processes' answer files (questions/s of all together)."""
+    """Main-process progress bar over all processes' answer files: questions/s of all together,
+    with the failed questions and (API backends) the retried requests so far."""
+
+    _RETRIES = re.compile(rb'"retries": (\d+)')
 
     def __init__(self, paths: Sequence[Path], total: int, enabled: bool) -> None:
         from tqdm.auto import tqdm
 
         self.paths = paths
         self.offsets = {path: path.stat().st_size if path.exists() else 0 for path in paths}
-        self.failed = 0
+        self.failed = self.retries = 0
         self.bar = tqdm(total=total, unit="q", desc="GMAI-MMBench", disable=not enabled, dynamic_ncols=True)
 
     def poll(self) -> None:
@@ -298,10 +304,11 @@ class Progress:
             complete = data.rfind(b"\n") + 1
             new += data.count(b"\n", 0, complete)
             self.failed += data.count(b'"error": "', 0, complete)
+            self.retries += sum(int(n) for n in self._RETRIES.findall(data, 0, complete))
             self.offsets[path] += complete
         if new:
-            if self.failed:
-                self.bar.set_postfix(failed=self.failed, refresh=False)
+            shown = {"failed": self.failed, "retries": self.retries}
+            self.bar.set_postfix({k: v for k, v in shown.items() if v}, refresh=False)
             self.bar.update(new)
 
     def close(self) -> None:
@@ -416,10 +423,10 @@ class Runner:
                 enabled=state.is_main_process,
             )
             positions = {int(row["index"]): position for position, row in enumerate(questions.rows)}
-            windows = [[positions[index] for index in window] for window in plan["shares"][self.rank]]
+            batches = [[positions[index] for index in batch] for batch in plan["shares"][self.rank]]
             loop_started = time.time()
-            if windows:
-                self._answer_all(questions.ds, windows, progress)
+            if batches:
+                self._answer_all(questions.ds, batches, progress)
             self.peers.mark("done", token)
             if not state.is_main_process:
                 return 0
@@ -454,12 +461,12 @@ class Runner:
             if answered.get(int(row["index"]), {"error": "missing"}).get("error")
         }
         retried = sum(index in answered for index in costs)
-        windows = plan_windows(costs, config.batch_size * WINDOW_BATCHES)
+        batches = plan_batches(costs, config.batch_size)
         plan = {
             "token": token,
             "processes": self.processes,
             "pending": len(costs),
-            "shares": [shard(windows, rank, self.processes) for rank in range(self.processes)],
+            "shares": [shard(batches, rank, self.processes) for rank in range(self.processes)],
         }
         from gmai_hf.files import write_atomic
 
@@ -474,7 +481,7 @@ class Runner:
         )
         return plan
 
-    def _answer_all(self, ds: Any, windows: list[list[int]], progress: Progress) -> None:
+    def _answer_all(self, ds: Any, batches: list[list[int]], progress: Progress) -> None:
         import torch
 
         config = self.config
@@ -496,7 +503,7 @@ class Runner:
             workers = min(4, max(1, (os.cpu_count() or 1) // self.processes)) if backend.needs_image else 0
         loader = torch.utils.data.DataLoader(
             QuestionDataset(ds, config.prompt, config.protocol, backend.preparer(), backend.needs_image),
-            batch_sampler=windows,
+            batch_sampler=batches,
             collate_fn=_collate,
             num_workers=max(0, workers),
             worker_init_fn=_worker_init if workers > 0 else None,

@@ -55,14 +55,14 @@ def _answer_lines(output_dir: Path) -> list[dict]:
 def test_shards_are_disjoint_and_complete(processes: int, questions: int) -> None:
     rng = random.Random(questions)
     lengths = {pos: rng.randrange(50, 500) for pos in range(questions)}
-    windows = runner.plan_windows(lengths, window=4)
-    shares = [runner.shard(windows, rank, processes) for rank in range(processes)]
-    flat = [pos for share in shares for window in share for pos in window]
+    batches = runner.plan_batches(lengths, batch_size=4)
+    shares = [runner.shard(batches, rank, processes) for rank in range(processes)]
+    flat = [pos for share in shares for batch in share for pos in batch]
     assert sorted(flat) == list(range(questions))
     sizes = [len(share) for share in shares]
     assert max(sizes) - min(sizes) <= 1
-    ordered = [lengths[pos] for window in windows for pos in window]
-    assert ordered == sorted(ordered, reverse=True), "windows must group similar prompt lengths"
+    ordered = [lengths[pos] for batch in batches for pos in batch]
+    assert ordered == sorted(ordered, reverse=True), "batches must group similar prompt lengths"
 
 
 def test_truncated_answer_line_is_ignored_and_repaired(tmp_path: Path) -> None:
@@ -256,3 +256,33 @@ def test_dead_process_stops_the_run(tmp_path: Path, tiny: dict[str, Path]) -> No
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert sorted(line["index"] for line in _answer_lines(out)) == list(range(24))
     assert json.loads((out / "results.json").read_text())["unmatched"] == 0
+
+
+class _Recording(Backend):
+    """Answers instantly and records the batches it was given."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[int]] = []
+
+    def preparer(self):  # pragma: no cover - not used
+        raise NotImplementedError
+
+    def generate(self, items, max_new_tokens):
+        self.calls.append([item.cost for item in items])
+        return [Answer(item.index, "A") for item in items]
+
+
+def test_prepared_batches_are_resorted_by_token_count() -> None:
+    """Planned by prompt length, but the image decides the size: batches regroup by tokens."""
+    backend = _Recording()
+    backend.batch_limit, backend.lookahead_batches = 2, 2
+    costs = [[10, 900], [20, 800], [30, 700], [40, 600], [50]]  # each loader batch mixes sizes
+    batches = [
+        [Prepared(sum(map(len, costs[:b])) + i, ("A",), cost=c) for i, c in enumerate(batch)]
+        for b, batch in enumerate(costs)
+    ]
+    failed = runner.Failed(99, "broken image")
+    answers = list(backend.answers([*batches[:2], [*batches[2], failed], *batches[3:]], "generate", 4))
+    assert backend.calls == [[900, 800], [20, 10], [700, 600], [40, 30], [50]]
+    assert sorted(a.index for a in answers) == [*range(9), 99]
+    assert next(a for a in answers if a.index == 99).error == "broken image"

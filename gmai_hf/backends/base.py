@@ -130,6 +130,11 @@ class Backend(ABC):
     #: Questions per call of ``generate``/``score_letters`` (the runner sets it; halved on OOM).
     batch_limit: int = 8
 
+    #: Prepared batches held back and re-sorted by their token counts before answering, so a
+    #: batch holds questions of similar size also where the image, not the prompt, sets it
+    #: (dynamic-resolution models); the runner planned batches by prompt length only.
+    lookahead_batches: int = 4
+
     @abstractmethod
     def preparer(self) -> Callable[[Question], Prepared]:
         """A picklable function run in DataLoader workers; raises :class:`QuestionError`."""
@@ -152,13 +157,23 @@ class Backend(ABC):
 
     def answers(self, batches: Iterable[Batch], mode: str, max_new_tokens: int) -> Iterator[Answer]:
         """One :class:`Answer` per question of ``batches``, in any order, as soon as each is known."""
+        waiting: list[Prepared] = []
+        held = 0
         for batch in batches:
             for item in batch:
                 if isinstance(item, Failed):
                     yield Answer(item.index, None, error=item.error)
-            ready = [item for item in batch if isinstance(item, Prepared)]
-            if ready:
-                yield from self.answer_batch(ready, mode, max_new_tokens)
+                else:
+                    waiting.append(item)
+            held += 1
+            if held >= self.lookahead_batches:
+                yield from self._answer_sorted(waiting, mode, max_new_tokens)
+                waiting, held = [], 0
+        yield from self._answer_sorted(waiting, mode, max_new_tokens)
+
+    def _answer_sorted(self, items: list[Prepared], mode: str, max_new_tokens: int) -> Iterator[Answer]:
+        items.sort(key=lambda item: -item.cost)
+        yield from self.answer_batch(items, mode, max_new_tokens)
 
     def answer_batch(self, items: Sequence[Prepared], mode: str, max_new_tokens: int) -> list[Answer]:
         """Answers for ``items``, in chunks of at most :attr:`batch_limit`, halving it (for the rest of

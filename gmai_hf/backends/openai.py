@@ -135,7 +135,7 @@ class OpenAIBackend(Backend):
             yield from flush()
             yield Answer(
                 reply.key,
-                reply.text,
+                None if reply.text is None else reply.text.strip(),  # as the transformers backend does
                 error=reply.error,
                 retry=reply.error is not None,
                 truncated=reply.finish_reason == "length",

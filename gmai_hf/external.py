@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 SUFFIXES: tuple[str, ...] = (".xlsx", ".tsv", ".csv", ".json", ".jsonl")
+#: What VLMEvalKit logs when its judge failed three times and it drew a random letter.
+VLMEVALKIT_RANDOM_PICK = "Failed to predict, thus randomly generate one."
 REQUIRED_COLUMNS: tuple[str, ...] = ("index", "prediction")
 #: The most an xlsx may unpack to (VLMEvalKit's file for all 26,000 questions is a few tens of MB).
 MAX_XLSX_BYTES = 1 << 30
@@ -162,6 +164,9 @@ class Predictions:
     #: The file has an ``answer`` column that is empty in every row, as test files do.
     answers_hidden: bool = False
     columns: list[str] = field(default_factory=list)
+    #: Indices whose ``log`` (VLMEvalKit's ``_result`` files) says its judge failed and it drew a
+    #: random letter ("Failed to predict, thus randomly generate one.").
+    random_picks: list[int] = field(default_factory=list)
 
 
 def read_predictions(path: str | Path) -> Predictions:
@@ -199,6 +204,7 @@ def _read(path: Path) -> Predictions:
     names: list[str] = []
     splits: set[str] = set()
     answered = False
+    random_picks: list[int] = []
     for row_number, record in enumerate(records, 2 if suffix in (".xlsx", ".tsv", ".csv") else 1):
         if columns is None:
             names = [str(name) for name in record]
@@ -210,7 +216,8 @@ def _read(path: Path) -> Predictions:
                     f"{', '.join(repr(name) for name in names)}); a prediction file needs "
                     "'index' (the question's index in the dataset) and 'prediction' (the model's raw answer)"
                 )
-            columns = {name: lower[name] for name in (*REQUIRED_COLUMNS, "split", "answer") if name in lower}
+            optional = (*REQUIRED_COLUMNS, "split", "answer", "log")
+            columns = {name: lower[name] for name in optional if name in lower}
         out.append(
             {
                 "index": _index(record.get(columns["index"]), path, row_number),
@@ -221,6 +228,8 @@ def _read(path: Path) -> Predictions:
             splits.add(str(record[columns["split"]]).strip().lower())
         if "answer" in columns and record.get(columns["answer"]) not in (None, ""):
             answered = True
+        if "log" in columns and VLMEVALKIT_RANDOM_PICK in str(record.get(columns["log"]) or ""):
+            random_picks.append(out[-1]["index"])
     if columns is None:
         raise ValueError(f"{path}: the file holds no predictions")
     return Predictions(
@@ -228,6 +237,7 @@ def _read(path: Path) -> Predictions:
         split=splits.pop() if len(splits) == 1 else None,
         answers_hidden="answer" in columns and not answered,
         columns=names,
+        random_picks=random_picks,
     )
 
 

@@ -1,24 +1,32 @@
-"""VLMEvalKit's exact answer matching, rule for rule, and a ``strict`` variant.
+"""VLMEvalKit's exact answer matching, rule for rule, as it is today and as it was in 2024.
 
-The leaderboard's numbers come from VLMEvalKit's ``can_infer`` (``vlmeval/utils/matching_util.py``)
-run on the raw model output with no LLM judge: anything it cannot match counts as wrong. We
-reproduce it exactly so our accuracies are comparable, quirks included; ``strict=True`` drops
-the quirks that turn non-answers into letters (see :func:`match`).
+The leaderboard's numbers come from VLMEvalKit's ``can_infer`` (``vlmeval/utils/matching_util.py``
+in open-compass/VLMEvalKit) run on the raw model output; anything it cannot match counts as
+wrong (unless an LLM judge is asked: :mod:`gmai_hf.judge`). Three modes (``MATCHING_MODES``):
 
-Rules of the default (``vlmevalkit``) matcher, in order:
+``vlmevalkit`` (default): today's rules (as of commit a67ace50, 2026-06-17), in order:
 
 1. ``Failed to obtain answer via API`` anywhere: no match.
 2. One of VLMEvalKit's refusal strings anywhere: ``'Z'``.
 3. Replace each of ``.()[],:;!*#{}`` with a space and split on whitespace. If exactly one present
    option letter occurs as a token (case-sensitive) and its first occurrence is among the last 4
-   tokens, that letter. If no present letter occurs but a token ``Z`` does: ``'Z'``.
+   tokens, that letter (rule added in c3371551, 2025-08-04). If no present letter occurs but a
+   token ``Z`` does: ``'Z'``.
 4. ``(?i)(?:correct\\s+)?answer\\s+is\\s+\\**([ABCD])\\**`` anywhere: its letter, upper-cased,
-   if it is a present option ("The answer is a lesion" -> A: no word boundary, any case).
-5. Option texts, lower-cased: if the output is no longer than twice their total length and
-   exactly one option text is a substring of it, that option.
+   if it is a present option ("The answer is a lesion" -> A: no word boundary, any case; added in
+   a67ace50, 2026-06-17).
+5. Option texts, lower-cased: if the output is no longer than twice their total length (cap added
+   in c3371551) and exactly one option text is a substring of it, that option.
+
+``vlmevalkit-2024``: the rules of commit 69268c70 (2024-08-19), when GMAI-MMBench was added to
+VLMEvalKit and the leaderboard was measured: rules 1 and 2; a lone present letter token anywhere
+in the output (no last-4-tokens rule); a ``Z`` token; no "answer is" rule; option-text matching
+without the length cap.
+
+``strict``: today's rules minus the quirks that turn non-answers into letters (see :func:`match`).
 
 VLMEvalKit's ``VERBOSE``-only rule (a lone ``A`` in outputs of more than 3 tokens rejected) is off
-by default there and not reproduced here.
+unless that environment variable is set there, and is not reproduced here.
 """
 
 from __future__ import annotations
@@ -28,7 +36,15 @@ from collections.abc import Mapping, Sequence
 
 from gmai_hf import schema
 
-MATCHING_MODES: tuple[str, ...] = ("vlmevalkit", "strict")
+MATCHING_MODES: tuple[str, ...] = ("vlmevalkit", "vlmevalkit-2024", "strict")
+DEFAULT_MATCHING = "vlmevalkit"
+
+#: Where each mode's rules come from (cited in results and reports).
+MATCHER_SOURCES: dict[str, str] = {
+    "vlmevalkit": "VLMEvalKit can_infer as of a67ace50 (2026-06-17)",
+    "vlmevalkit-2024": "VLMEvalKit can_infer as of 69268c70 (2024-08-19)",
+    "strict": "VLMEvalKit can_infer as of a67ace50, without its false positives",
+}
 
 API_FAILURE = "Failed to obtain answer via API"
 REFUSALS: tuple[str, ...] = (
@@ -88,15 +104,25 @@ def present_options(options: Options | None) -> dict[str, str | None]:
     return {letter: str(text) for letter, text in items if text is not None and text != "" and text == text}
 
 
-def can_infer(prediction: str | None, options: Options | None) -> str | bool:
-    """VLMEvalKit's raw ``can_infer`` value: a present letter, ``'Z'`` (refusal) or ``False``."""
-    return _infer("" if prediction is None else str(prediction), present_options(options), strict=False)
+def check_mode(mode: str) -> str:
+    """``mode`` if it is a matching mode; ``ValueError`` naming the choices otherwise."""
+    if mode not in MATCHING_MODES:
+        raise ValueError(f"unknown matching {mode!r}: choose one of {', '.join(MATCHING_MODES)}")
+    return mode
 
 
-def match(prediction: str | None, options: Options | None, strict: bool = False) -> str | None:
+def can_infer(prediction: str | None, options: Options | None, mode: str = DEFAULT_MATCHING) -> str | bool:
+    """VLMEvalKit's raw ``can_infer`` value: a present letter, ``'Z'`` (refusal) or ``False``.
+
+    ``False`` (and only it) is what VLMEvalKit hands to its LLM judge.
+    """
+    return _infer("" if prediction is None else str(prediction), present_options(options), check_mode(mode))
+
+
+def match(prediction: str | None, options: Options | None, mode: str = DEFAULT_MATCHING) -> str | None:
     """The present option letter ``prediction`` chooses, or ``None`` (no match, or a refusal).
 
-    Default: VLMEvalKit's exact matching. ``strict=True`` refuses its known false positives:
+    ``mode="strict"`` refuses VLMEvalKit's known false positives:
 
     - an ``A`` used as the article (followed by a space and a lower-case word other than "is",
       "or", "and", ...: "A lesion is visible") is not taken as option A by the letter rule;
@@ -108,27 +134,34 @@ def match(prediction: str | None, options: Options | None, strict: bool = False)
     Strict departs from VLMEvalKit only where one of these quirks decided: it then gives no
     match, or the option whose text the output names.
     """
-    return match_choices(prediction, present_options(options), strict)
+    return match_choices(prediction, present_options(options), check_mode(mode))
 
 
 def match_choices(
-    prediction: str | None, choices: Mapping[str, str | None], strict: bool = False
+    prediction: str | None, choices: Mapping[str, str | None], mode: str = DEFAULT_MATCHING
 ) -> str | None:
     """:func:`match` on options already normalised by :func:`present_options` (scoring's hot loop)."""
-    if prediction in choices:  # a bare present letter: every rule agrees, skip them
-        return prediction
-    choice = _infer("" if prediction is None else str(prediction), choices, strict)
+    choice = infer_choices(prediction, choices, mode)
     return None if not choice or choice == REFUSAL_LETTER else choice
 
 
-def _infer(prediction: str, choices: Mapping[str, str | None], strict: bool) -> str | bool:
-    letter = _infer_option(prediction, choices, strict)
+def infer_choices(
+    prediction: str | None, choices: Mapping[str, str | None], mode: str = DEFAULT_MATCHING
+) -> str | bool:
+    """:func:`can_infer` on options already normalised by :func:`present_options`."""
+    if prediction in choices:  # a bare present letter: every rule of every mode agrees, skip them
+        return prediction
+    return _infer("" if prediction is None else str(prediction), choices, mode)
+
+
+def _infer(prediction: str, choices: Mapping[str, str | None], mode: str) -> str | bool:
+    letter = _infer_option(prediction, choices, mode)
     if letter or any(text is None for text in choices.values()):
         return letter
-    return _infer_text(prediction, choices, strict)
+    return _infer_text(prediction, choices, mode)
 
 
-def _infer_option(prediction: str, choices: Mapping[str, str | None], strict: bool) -> str | bool:
+def _infer_option(prediction: str, choices: Mapping[str, str | None], mode: str) -> str | bool:
     if API_FAILURE in prediction:
         return False
     if any(refusal in prediction for refusal in REFUSALS):
@@ -136,23 +169,27 @@ def _infer_option(prediction: str, choices: Mapping[str, str | None], strict: bo
     tokens = prediction.translate(_PUNCTUATION).split()
     found = [letter for letter in choices if letter in tokens]
     if len(found) == 1:
-        article = strict and found[0] == "A" and _ARTICLE_A.search(prediction)
+        if mode == "vlmevalkit-2024":
+            return found[0]
+        article = mode == "strict" and found[0] == "A" and _ARTICLE_A.search(prediction)
         if tokens.index(found[0]) > len(tokens) - 5 and not article:
             return found[0]
     elif not found and REFUSAL_LETTER in tokens:
         return REFUSAL_LETTER
-    verbose = (_STRICT_ANSWER_IS if strict else _ANSWER_IS).search(prediction)
+    if mode == "vlmevalkit-2024":
+        return False
+    verbose = (_STRICT_ANSWER_IS if mode == "strict" else _ANSWER_IS).search(prediction)
     if verbose and verbose.group(1).upper() in choices:
         return verbose.group(1).upper()
     return False
 
 
-def _infer_text(prediction: str, choices: Mapping[str, str | None], strict: bool) -> str | bool:
+def _infer_text(prediction: str, choices: Mapping[str, str | None], mode: str) -> str | bool:
     answer = prediction.lower()
-    if len(answer) > 2 * sum(len(str(text)) for text in choices.values()):
+    if mode != "vlmevalkit-2024" and len(answer) > 2 * sum(len(str(text)) for text in choices.values()):
         return False
     texts = {letter: str(text).lower() for letter, text in choices.items()}
-    if strict:
+    if mode == "strict":
         found = _whole_word_options(answer, texts)
     else:
         found = [letter for letter, text in texts.items() if text in answer]

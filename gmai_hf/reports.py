@@ -264,6 +264,14 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str =
     ]
 
 
+def _chance_cell(nodes: Sequence[dict[str, Any]]) -> str:
+    """The chance level of a node, shared by the runs that have it ("varies" where their questions differ)."""
+    chances = {round(node["chance"], 9) for node in nodes if node.get("chance") is not None}
+    if not chances:
+        return ""
+    return _pct(chances.pop()) if len(chances) == 1 else "varies"
+
+
 def _accuracy_cell(node: dict[str, Any] | None) -> str:
     if node is None:
         return ""
@@ -406,29 +414,76 @@ def _summary_section(runs: Sequence[Run]) -> list[str]:
                 total,
                 "—" if correct is None else correct,
                 accuracy,
+                _pct(run.results.get("chance")),
                 unmatched_cell,
                 rank_cell,
             )
         )
-        selection = _selection_text(run.info)
-        if selection:
-            notes.append(f"- {run.label}: {selection}.")
+        notes += [f"- {run.label}: {note}" for note in run_notes(run)]
     lines = [
         "## Overall",
         "",
         *_md_table(
-            ("run", "split", "questions", "correct", "accuracy % [95% CI]", "unmatched", "leaderboard rank"),
+            (
+                "run",
+                "split",
+                "questions",
+                "correct",
+                "accuracy % [95% CI]",
+                "chance %",
+                "unmatched",
+                "leaderboard rank",
+            ),
             rows,
-            align="llrrrrl",
+            align="llrrrrrl",
         ),
-        "Accuracy in %, with its Wilson 95% interval. Rank: the place this accuracy would take among the "
-        "leaderboard's rows for the same split (dataset card), given only for runs comparable with them "
-        "(whole official split, VLMEvalKit's protocol and matching).",
+        "Accuracy in %, with its Wilson 95% interval. Chance: the expected accuracy of a uniform guess "
+        "among each question's present options (exact, not a draw), which is what the leaderboard's "
+        "Random row is. Rank: the place this accuracy would take among the leaderboard's rows for the "
+        "same split (dataset card), given only for runs comparable with them (whole official split, "
+        "VLMEvalKit's protocol and matching).",
         "",
     ]
     if notes:
-        lines += ["Runs on part of the split:", "", *notes, ""]
+        lines += [*notes, ""]
     return lines
+
+
+def run_notes(run: Run) -> list[str]:
+    """What a reader should know about how a run's answers were read (sentences, in order)."""
+    notes = []
+    selection = _selection_text(run.info)
+    if selection:
+        notes.append(f"part of the split: {selection}.")
+    if run.model.lower() == "random" and run.has_answers and run.results.get("chance") is not None:
+        notes.append(
+            f"the random baseline's seeded draw scored {_pct(run.results['accuracy'])}%; its expected "
+            f"accuracy on these questions is {_pct(run.results['chance'], 2)}% (the chance column), "
+            "which is what the leaderboard's Random row reports."
+        )
+    judge = run.results.get("judge")
+    if isinstance(judge, dict):
+        decided, failed = int(judge.get("decided") or 0), int(judge.get("failed") or 0)
+        total = run.results.get("total") or 0
+        notes.append(
+            f"the LLM judge {judge.get('model')} read {decided + failed} answer(s) exact matching could "
+            f"not: it decided {decided} ({_pct(decided / total if total else None)}% of all questions) "
+            f"and failed on {failed}, which stay unmatched (VLMEvalKit would draw a random letter); "
+            f"{judge.get('calls', 0)} call(s) made, {judge.get('cached', 0)} verdict(s) from its cache."
+        )
+    truncated = run.info.get("truncated")
+    if truncated:
+        notes.append(
+            f"{truncated} answer(s) stopped at --max-new-tokens {run.info.get('max_new_tokens')}: raise it "
+            "if they were cut off before the letter."
+        )
+    picks = run.info.get("vlmevalkit_random_picks")
+    if picks:
+        notes.append(
+            f"VLMEvalKit's own scoring drew a random letter for {len(picks)} of these questions (its judge "
+            "failed); here they are read from the prediction as written."
+        )
+    return notes
 
 
 def _dimension_section(runs: Sequence[Run], dimension: str) -> list[str]:
@@ -441,12 +496,14 @@ def _dimension_section(runs: Sequence[Run], dimension: str) -> list[str]:
     header = [
         DIMENSION_TITLES[dimension],
         *(run.label for run in runs),
+        "chance",
         *(f"{model} (leaderboard {ref_split}{caveat})" for model in references),
     ]
     rows = [
         [
             _display(dimension, value),
             *(_accuracy_cell(table.get(value)) for table in tables),
+            _chance_cell([table[value] for table in tables if value in table]),
             *(f"{ref[value]:.2f}" if value in ref else "" for ref in references.values()),
         ]
         for value in values

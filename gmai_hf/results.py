@@ -12,11 +12,14 @@ import logging
 import platform
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gmai_hf import reports, schema, scoring
 from gmai_hf.files import atomic_output, write_atomic
-from gmai_hf.matching import MATCHING_MODES, match
+from gmai_hf.matching import check_mode, present_options
+
+if TYPE_CHECKING:
+    from gmai_hf.judge import Judge
 
 logger = logging.getLogger(__name__)
 
@@ -48,41 +51,53 @@ def build_records(
     predictions: Mapping[int, str | None],
     errors: Mapping[int, str] | None = None,
     matching: str = "vlmevalkit",
+    judge: Judge | None = None,
 ) -> list[dict[str, Any]]:
     """One record per question, in index order (the keys of a ``predictions.jsonl`` line).
 
-    ``questions``: dataset rows (feature names; ``image`` not needed). ``predictions``: index ->
-    raw model text. ``errors``: index -> why the question could not be answered (its prediction
-    is then empty and it scores as wrong). ``hit`` and ``answer`` are null without answers (test).
+    ``questions``: dataset rows (feature names; ``image`` not needed), with options as the run's
+    protocol showed them. ``predictions``: index -> raw model text. ``errors``: index -> why the
+    question could not be answered (its prediction is then empty and it scores as wrong).
+    ``judge`` reads what exact matching cannot. ``hit`` and ``answer`` are null without answers
+    (test); ``matched_by`` says how the choice was found (``exact``, ``judge``, ``judge_failed``).
     """
-    if matching not in MATCHING_MODES:
-        raise ValueError(f"unknown matching {matching!r}: choose one of {', '.join(MATCHING_MODES)}")
+    check_mode(matching)
     errors = errors or {}
-    records = []
-    missing = []
-    for row in sorted(questions, key=lambda r: int(r["index"])):
-        index = int(row["index"])
-        if index not in predictions and index not in errors:
-            missing.append(index)
-            continue
-        prediction = predictions.get(index) or ""
-        options = [row.get(letter) for letter in schema.OPTION_LETTERS]
-        choice = match(prediction, options, strict=matching == "strict")
-        answer = row.get("answer")
-        record = {
-            "index": index,
-            "prediction": prediction,
-            "choice": choice,
-            "answer": answer,
-            "hit": None if answer is None else choice == answer,
-            **{column: row.get(column) for column in schema.TREE_COLUMNS},
-            "error": errors.get(index),
-        }
-        records.append(record)
+    rows = sorted(questions, key=lambda r: int(r["index"]))
+    missing = [
+        int(r["index"]) for r in rows if int(r["index"]) not in predictions and int(r["index"]) not in errors
+    ]
     if missing:
         raise ValueError(
             f"no prediction for {len(missing)} question(s) (indices {_preview(missing)}): "
             "give one per selected question"
+        )
+    texts = [predictions.get(int(row["index"])) or "" for row in rows]
+    # a failed question has no answer to read: it goes neither to matching's quirks nor to the judge
+    readable = [int(row["index"]) not in errors for row in rows]
+    choices = [present_options([row.get(letter) for letter in schema.OPTION_LETTERS]) for row in rows]
+    chosen, how = scoring.choose(
+        [text if ok else None for text, ok in zip(texts, readable, strict=True)],
+        choices,
+        matching,
+        judge if any(readable) else None,
+        [row.get("question") for row in rows],
+    )
+    records = []
+    for row, text, choice, matched_by in zip(rows, texts, chosen, how, strict=True):
+        index = int(row["index"])
+        answer = row.get("answer")
+        records.append(
+            {
+                "index": index,
+                "prediction": text,
+                "choice": choice,
+                "matched_by": matched_by,
+                "answer": answer,
+                "hit": None if answer is None else choice == answer,
+                **{column: row.get(column) for column in schema.TREE_COLUMNS},
+                "error": errors.get(index),
+            }
         )
     return records
 
@@ -97,8 +112,10 @@ def compute_results(
     questions: Mapping[int, Mapping[str, Any]],
     split: str,
     matching: str = "vlmevalkit",
+    judge: Judge | None = None,
 ) -> dict[str, Any]:
-    """``scoring.compute`` on the records: the metric's output for the run (answers hidden in test)."""
+    """``scoring.compute`` on the records' choices (read once, by :func:`build_records`, with the
+    same matching and judge): the metric's output for the run (answers hidden in test)."""
     rows = [questions[int(r["index"])] for r in records]
     references = [r["answer"] for r in records]
     if split == "test" or all(answer is None for answer in references):
@@ -111,6 +128,8 @@ def compute_results(
         options=[[row.get(letter) for letter in schema.OPTION_LETTERS] for row in rows],
         **{dim: [r.get(dim) for r in records] for dim in schema.BREAKDOWN_DIMENSIONS},
         matching=matching,
+        judge=judge,
+        chosen=[r["choice"] for r in records],
     )
 
 
@@ -122,6 +141,7 @@ def write_outputs(
     questions: Iterable[Mapping[str, Any]],
     matching: str = "vlmevalkit",
     data: Mapping[str, Any] | None = None,
+    judge: Judge | None = None,
 ) -> list[Path]:
     """Write predictions.jsonl, results.json, submission.xlsx (test only) and the reports.
 
@@ -140,7 +160,7 @@ def write_outputs(
             f"records for indices {_preview(absent)} have no question row: pass the dataset's rows"
         )
     results = {
-        **compute_results(records, by_index, split, matching),
+        **compute_results(records, by_index, split, matching, judge),
         "run": dict(run_info),
         "data": dict(data) if data is not None else None,
     }

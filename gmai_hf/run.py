@@ -142,6 +142,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="DataLoader workers per process that decode and preprocess images (default: from the CPU count)",
     )
     add_openai_arguments(parser)
+    add_judge_arguments(parser)
     parser.add_argument(
         "--output-dir",
         type=Path,
@@ -195,6 +196,38 @@ def add_openai_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--judge`` and its endpoint (shared by ``gmai-hf run`` and ``gmai-hf score``)."""
+    group = parser.add_argument_group(
+        "LLM judge", "VLMEvalKit's judge for answers exact matching cannot read (never a random letter)"
+    )
+    group.add_argument(
+        "--judge",
+        metavar="MODEL",
+        help="judge model on an OpenAI-compatible endpoint (e.g. gpt-4o-mini, VLMEvalKit's default today; "
+        "gpt-3.5-turbo-0125 was its 2024 default); default: no judge, exact matching only",
+    )
+    group.add_argument(
+        "--judge-base-url", help="the judge's /v1 URL (default: $OPENAI_BASE_URL, else OpenAI's API)"
+    )
+    group.add_argument(
+        "--judge-api-key-env",
+        default="OPENAI_API_KEY",
+        metavar="VAR",
+        help="environment variable holding the judge's API key (default OPENAI_API_KEY)",
+    )
+
+
+def judge_options(args: argparse.Namespace) -> dict[str, str] | None:
+    """The judge settings the flags describe (None: no judge)."""
+    if not args.judge:
+        return None
+    options = {"model": args.judge, "api_key_env": args.judge_api_key_env}
+    if args.judge_base_url:
+        options["base_url"] = args.judge_base_url
+    return options
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The :class:`RunConfig` the parsed flags describe."""
     selection = {
@@ -217,6 +250,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         backend_options=options,
         protocol=args.protocol,
         matching=args.matching,
+        judge=judge_options(args),
         output_dir=args.output_dir,
         data_dir=str(SAMPLE_DIR) if args.sample else args.data_dir,
         split=args.split,

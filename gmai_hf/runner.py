@@ -92,6 +92,8 @@ class RunConfig:
     matching: str = "vlmevalkit"
     #: Backend options (e.g. the ``openai`` backend's base URL, concurrency, retries).
     backend_options: dict[str, Any] = field(default_factory=dict)
+    #: The LLM judge (``model``, ``base_url``, ``api_key_env``) for answers matching cannot read.
+    judge: dict[str, Any] | None = None
     #: Files the split is read from, as ``[[name, bytes], ...]`` (set when the data is loaded).
     data_files: list[list[Any]] | None = None
 
@@ -531,7 +533,9 @@ class Runner:
             time.sleep(0.2)
 
     def _finish(self, questions: Questions, started: float, loop_time: float, plan: dict[str, Any]) -> int:
+        """Main process: read every answer, match (and judge), score, write outputs and reports."""
         from gmai_hf import results
+        from gmai_hf.judge import Judge, judge_settings
 
         config = self.config
         rows = questions.rows
@@ -546,7 +550,8 @@ class Runner:
         predictions = {int(a["index"]): a["prediction"] for a in selected if not a.get("error")}
         errors = {int(a["index"]): a["error"] for a in selected if a.get("error")}
         retryable = [int(a["index"]) for a in selected if a.get("error") and a.get("retry")]
-        records = results.build_records(rows, predictions, errors, matching=config.matching)
+        judge = Judge.from_options(config.judge, matching_mode=config.matching)
+        records = results.build_records(rows, predictions, errors, matching=config.matching, judge=judge)
         new = plan["pending"]
         run_info = {
             **config.resume_key(),
@@ -554,6 +559,7 @@ class Runner:
             "processes": self.processes,
             "batch_size": config.batch_size,
             "matching": config.matching,
+            "judge": judge_settings(config.judge),
             "questions": len(rows),
             "answered_now": new,
             "resumed": len(rows) - new,
@@ -573,7 +579,14 @@ class Runner:
             run_info.update({key: earlier.get(key) for key in timing})
         data = identity.describe(config.split, config.data_dir, questions.split_size)
         results.write_outputs(
-            config.output_dir, records, run_info, config.split, rows, matching=config.matching, data=data
+            config.output_dir,
+            records,
+            run_info,
+            config.split,
+            rows,
+            matching=config.matching,
+            data=data,
+            judge=judge,
         )
         summary = "no answers (test split)"
         if records and records[0]["answer"] is not None:

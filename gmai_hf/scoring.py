@@ -1,9 +1,14 @@
-"""The metric's pure core: overall, per-dimension and per-tree-node accuracy with Wilson intervals.
+"""The metric's core: overall, per-dimension and per-tree-node accuracy with Wilson intervals.
 
 One function, :func:`compute`, used both by the ``evaluate`` metric (``metrics/gmai_mmbench``) and by
 the runner, so a run's ``results.json`` and ``evaluate.load(...).compute(...)`` give the same numbers.
-Answers are extracted with :mod:`gmai_hf.matching` (VLMEvalKit's exact matching by default); an
-unmatched answer or a refusal scores as wrong and is counted in ``unmatched``.
+Answers are read by :func:`choose`: :mod:`gmai_hf.matching` (VLMEvalKit's exact matching by
+default), then, if one is given, the LLM judge (:mod:`gmai_hf.judge`) for what matching could not
+read; an unmatched answer or a refusal scores as wrong and is counted in ``unmatched``.
+
+Beside every accuracy stands ``chance``: the expected accuracy of a uniform guess among each
+question's present options (the mean of 1/number of options), exactly, as the leaderboard's
+Random row is.
 """
 
 from __future__ import annotations
@@ -12,11 +17,14 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gmai_hf import schema
-from gmai_hf.matching import MATCHING_MODES, Options, match_choices, present_options
+from gmai_hf.matching import REFUSAL_LETTER, Options, check_mode, infer_choices, present_options
 from gmai_hf.tree import NONE_LABEL, nest
+
+if TYPE_CHECKING:
+    from gmai_hf.judge import Judge
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +47,36 @@ def wilson_interval(correct: int, total: int, z: float = Z95) -> list[float]:
     return [0.0 if correct == 0 else centre - half, 1.0 if correct == total else centre + half]
 
 
+#: How a question's letter was found: by exact matching, by the judge, or not at all.
+MATCHED_BY: tuple[str, ...] = ("exact", "judge", "judge_failed")
+
+
+def choose(
+    predictions: Sequence[str | None],
+    choices: Sequence[Mapping[str, str | None]],
+    matching: str = "vlmevalkit",
+    judge: Judge | None = None,
+    questions: Sequence[str | None] | None = None,
+) -> tuple[list[str | None], list[str | None]]:
+    """The letter each prediction chooses (None: none, or a refusal), and how it was found.
+
+    Exact matching first; what it cannot read at all (``can_infer`` False, not a refusal) goes to
+    ``judge`` when one is given, as VLMEvalKit does. ``how`` is one of :data:`MATCHED_BY` or None.
+    """
+    raw = [infer_choices(p, c, matching) for p, c in zip(predictions, choices, strict=True)]
+    how: list[str | None] = ["exact" if value else None for value in raw]
+    if judge is not None:
+        if questions is None:
+            raise ValueError("the judge needs each question's text: pass questions=[...]")
+        unread = [i for i, value in enumerate(raw) if value is False]
+        items = [(str(questions[i] or ""), choices[i], str(predictions[i] or "")) for i in unread]
+        for i, verdict in zip(unread, judge.decide(items), strict=True):
+            raw[i] = verdict.letter or False
+            how[i] = "judge" if verdict.letter else "judge_failed"
+    chosen = [value if value and value != REFUSAL_LETTER else None for value in raw]
+    return chosen, how
+
+
 def compute(
     predictions: Sequence[str | None],
     references: Sequence[str] | None,
@@ -49,6 +87,9 @@ def compute(
     modality: Column = None,
     category: Column = None,
     matching: str = "vlmevalkit",
+    judge: Judge | None = None,
+    questions: Column = None,
+    chosen: Sequence[str | None] | None = None,
 ) -> dict[str, Any]:
     """Score raw model outputs (or letters) against answer letters.
 
@@ -57,10 +98,11 @@ def compute(
     dimension columns are optional; ``by[dim]`` is returned for each given one, and ``tree[view]``
     for each given view when ``modality`` and ``category`` are given too. ``references=None``
     (test split, answers hidden) returns only ``total`` and ``unmatched``, the rest ``None``.
-    Missing dimension values are grouped under :data:`gmai_hf.tree.NONE_LABEL`.
+    Missing dimension values are grouped under :data:`gmai_hf.tree.NONE_LABEL`. ``judge`` (with
+    ``questions``, their texts) reads what exact matching cannot; ``chosen`` gives the letters
+    already read (by a run that asked the judge) instead of reading them again.
     """
-    if matching not in MATCHING_MODES:
-        raise ValueError(f"unknown matching {matching!r}: choose one of {', '.join(MATCHING_MODES)}")
+    check_mode(matching)
     dimensions = {
         "clinical_vqa_task": clinical_vqa_task,
         "department": department,
@@ -69,7 +111,8 @@ def compute(
         "category": category,
     }
     total = len(predictions)
-    for name, column in {"references": references, "options": options, **dimensions}.items():
+    columns = {"references": references, "options": options, "questions": questions, "chosen": chosen}
+    for name, column in {**columns, **dimensions}.items():
         if column is not None and len(column) != total:
             raise ValueError(
                 f"{name} has {len(column)} items but predictions has {total}: "
@@ -78,13 +121,17 @@ def compute(
     if not total:
         raise ValueError("nothing to score: predictions is empty")
     choices_per_question = [present_options(o) for o in (options if options is not None else [None] * total)]
-    strict = matching == "strict"
-    chosen = [match_choices(p, c, strict) for p, c in zip(predictions, choices_per_question, strict=True)]
+    if chosen is None:
+        chosen, _ = choose(predictions, choices_per_question, matching, judge, questions)
+    # a uniform guess's expected accuracy, where the options are known
+    chances = [1 / len(c) if options is not None and c else 0.0 for c in choices_per_question]
     result: dict[str, Any] = {
         "accuracy": None,
         "correct": None,
         "total": total,
         "unmatched": sum(c is None for c in chosen),
+        "chance": sum(chances) / total if options is not None else None,
+        "judge": judge.describe() if judge is not None else None,
         "by": None,
         "tree": None,
     }
@@ -100,12 +147,14 @@ def compute(
         for name, column in dimensions.items()
         if column is not None
     }
-    result["by"] = {name: _groups(values, hits) for name, values in given.items()}
+    with_chance = options is not None
+    result["by"] = {name: _groups(values, hits, chances, with_chance) for name, values in given.items()}
     result["tree"] = {}
     if "modality" in given and "category" in given:
         for view in schema.TREE_VIEWS:
             if view in given:
-                result["tree"][view] = _tree((given[view], given["modality"], given["category"]), hits)
+                levels = (given[view], given["modality"], given["category"])
+                result["tree"][view] = _tree(levels, hits, chances, with_chance)
     return result
 
 
@@ -146,25 +195,37 @@ def check_references(
         )
 
 
-def _node(correct: int, total: int) -> dict[str, Any]:
-    return {"accuracy": correct / total, "correct": correct, "total": total}
+def _node(correct: int, total: int, chance: float | None = None) -> dict[str, Any]:
+    node = {"accuracy": correct / total, "correct": correct, "total": total}
+    if chance is not None:
+        node["chance"] = chance / total
+    return node
 
 
-def _groups(values: Sequence[str], hits: Sequence[bool]) -> dict[str, dict[str, Any]]:
+def _groups(
+    values: Sequence[str], hits: Sequence[bool], chances: Sequence[float], with_chance: bool
+) -> dict[str, dict[str, Any]]:
     totals: Counter[str] = Counter()
     corrects: Counter[str] = Counter()
-    for (value, hit), n in Counter(zip(values, hits, strict=True)).items():
+    chance: dict[str, float] = {}
+    for (value, hit, p), n in Counter(zip(values, hits, chances, strict=True)).items():
         totals[value] += n
         corrects[value] += n * hit
+        chance[value] = chance.get(value, 0.0) + n * p
     return {
-        value: {**_node(corrects[value], n), "ci95": wilson_interval(corrects[value], n)}
+        value: {
+            **_node(corrects[value], n, chance[value] if with_chance else None),
+            "ci95": wilson_interval(corrects[value], n),
+        }
         for value, n in sorted(totals.items())
     }
 
 
-def _tree(levels: Sequence[Sequence[str]], hits: Sequence[bool]) -> dict[str, dict[str, Any]]:
-    leaves: dict[tuple[str, ...], tuple[int, int]] = {}
-    for (*path, hit), n in Counter(zip(*levels, hits, strict=True)).items():
-        correct, total = leaves.get(tuple(path), (0, 0))
-        leaves[tuple(path)] = (correct + n * hit, total + n)
-    return nest(leaves, lambda stat: _node(*stat))
+def _tree(
+    levels: Sequence[Sequence[str]], hits: Sequence[bool], chances: Sequence[float], with_chance: bool
+) -> dict[str, dict[str, Any]]:
+    leaves: dict[tuple[str, ...], tuple[float, ...]] = {}
+    for (*path, hit, p), n in Counter(zip(*levels, hits, chances, strict=True)).items():
+        correct, total, chance = leaves.get(tuple(path), (0, 0, 0.0))
+        leaves[tuple(path)] = (correct + n * hit, total + n, chance + n * p)
+    return nest(leaves, lambda stat: _node(int(stat[0]), int(stat[1]), stat[2] if with_chance else None))

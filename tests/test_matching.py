@@ -76,6 +76,32 @@ def reference_can_infer(answer, choices: dict) -> str | bool:
     return option if option else reference_can_infer_text(answer, choices)
 
 
+def reference_can_infer_2024(answer, choices: dict) -> str | bool:
+    """``can_infer`` as VLMEvalKit had it at 69268c70 (2024-08-19), re-implemented in its shape:
+    a lone present letter anywhere, a Z token, no "answer is" rule, text matching without a cap."""
+    answer = str(answer)
+    if "Failed to obtain answer via API" in answer:
+        return False
+    for rejection in REJECTIONS:
+        if rejection in answer:
+            return "Z"
+    modified = answer
+    for char in ".()[],:;!*#{}":
+        modified = modified.replace(char, " ")
+    words = [w.strip() for w in modified.split()]
+    count = sum(1 for letter in choices if letter in words)
+    if count == 1:
+        for letter in choices:
+            if letter in words:
+                return letter
+    elif count == 0 and sum(1 for z in {"Z", ""} if z in words) == 1:
+        return "Z"
+    lowered_answer = answer.lower()
+    texts = {k: str(v).lower() for k, v in choices.items()}
+    candidates = [k for k in texts if texts[k] in lowered_answer]
+    return candidates[0] if len(candidates) == 1 else False
+
+
 def build_choices(row: dict) -> dict:
     """VLMEvalKit's ``build_choices``: the present options (pandas reads empty fields as NaN)."""
     return {
@@ -235,7 +261,7 @@ FACTS_OPTIONS = ["CT", "MRI", "X-ray", "Ultrasound"]
 )
 def test_rules_and_quirks(prediction: str | None, expected: str | None, expected_strict: str | None) -> None:
     assert matching.match(prediction, FACTS_OPTIONS) == expected
-    assert matching.match(prediction, FACTS_OPTIONS, strict=True) == expected_strict
+    assert matching.match(prediction, FACTS_OPTIONS, mode="strict") == expected_strict
 
 
 def test_can_infer_raw_values() -> None:
@@ -250,11 +276,11 @@ def test_can_infer_raw_values() -> None:
 def test_strict_nested_option_texts() -> None:
     sexes = ["male", "female"]
     assert matching.match("female", sexes) is None  # "male" is inside "female": two candidates
-    assert matching.match("female", sexes, strict=True) == "B"
-    assert matching.match("male", sexes, strict=True) == "A"
+    assert matching.match("female", sexes, mode="strict") == "B"
+    assert matching.match("male", sexes, mode="strict") == "A"
     mri = ["MRI", "T1 MRI", "CT"]
-    assert matching.match("T1 MRI", mri, strict=True) == "B"
-    assert matching.match("MRI, not T1 MRI", mri, strict=True) is None
+    assert matching.match("T1 MRI", mri, mode="strict") == "B"
+    assert matching.match("MRI, not T1 MRI", mri, mode="strict") is None
 
 
 @pytest.mark.parametrize(
@@ -313,13 +339,42 @@ def test_corpus_equals_reference() -> None:
     assert outcomes == {"Z", "letter", "none"}
 
 
+def test_2024_matcher_equals_the_2024_reference_on_the_corpus() -> None:
+    predictions, rows = corpus()
+    changed = 0
+    for prediction, row in zip(predictions, rows, strict=True):
+        text = "" if prediction is None else prediction
+        expected = reference_can_infer_2024(text, build_choices(row))
+        assert matching.can_infer(prediction, _options(row), mode="vlmevalkit-2024") == expected, prediction
+        changed += expected != reference_can_infer(text, build_choices(row))
+    assert changed > 500, "the two VLMEvalKit versions differ on this corpus, as on real outputs"
+
+
+@pytest.mark.parametrize(
+    ("prediction", "today", "then"),
+    [
+        ("B. This is because the lesion is bright", None, "B"),  # the last-4-tokens rule came later
+        ("I think the answer is B because the lesion is bright", "B", "B"),
+        ("The answer is a lesion", "A", None),  # the "answer is" quirk came later
+        ("The answer is definitely MRI", "D", "B"),
+        ("ct", "A", "A"),
+    ],
+)
+def test_the_two_vlmevalkit_versions_on_known_cases(
+    prediction: str, today: str | None, then: str | None
+) -> None:
+    options = {"A": "CT", "B": "MRI", "C": "X-ray", "D": "Ultrasound"}
+    assert matching.match(prediction, options) == today
+    assert matching.match(prediction, options, mode="vlmevalkit-2024") == then
+
+
 def test_strict_only_refuses_false_positives_on_the_corpus() -> None:
     """Strict differs from VLMEvalKit by refusing a letter, or by replacing one the "answer is" quirk read."""
     predictions, rows = corpus(n_rows=40, seed=1)
     changed = 0
     for prediction, row in zip(predictions, rows, strict=True):
         default = matching.match(prediction, _options(row))
-        strict = matching.match(prediction, _options(row), strict=True)
+        strict = matching.match(prediction, _options(row), mode="strict")
         if strict != default:
             changed += 1
             quirk = re.search(r"(?i:answer\s+is\s+)\**(?:[a-d]|[A-D]\**\w)", prediction)
@@ -334,7 +389,7 @@ def test_strict_matching_is_not_quadratic_in_nested_option_texts() -> None:
     options = ["a", "a a", "a " * 16_000, "b"]
     prediction = "a " * 16_000  # option C, whose text holds thousands of A's and B's
     started = time.perf_counter()
-    assert matching.match(prediction, options, strict=True) == "C"
+    assert matching.match(prediction, options, mode="strict") == "C"
     assert time.perf_counter() - started < 2.0
 
 

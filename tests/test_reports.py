@@ -146,8 +146,10 @@ def test_report_md_overall_interval_rank_and_tables(val_run: tuple[Path, dict, l
     node = results["by"]["clinical_vqa_task"]["Disease Diagnosis"]
     assert (
         f"| Disease Diagnosis (DD) | {100 * node['accuracy']:.1f} ({node['correct']}/{node['total']}) "
-        "| 61.45 | 26.66 |" in text
+        f"| {100 * node['chance']:.1f} | 61.45 | 26.66 |" in text
     )
+    overall = text.split("## Overall")[1].split("##")[0]
+    assert f"| {100 * results['chance']:.1f} |" in overall  # chance beside the accuracy
 
 
 def test_dimension_csvs_equal_the_metric(val_run: tuple[Path, dict, list[Path]]) -> None:

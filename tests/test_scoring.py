@@ -120,9 +120,30 @@ def test_without_references_only_counts() -> None:
         "correct": None,
         "total": 2,
         "unmatched": 1,
+        "chance": None,
+        "judge": None,
         "by": None,
         "tree": None,
     }
+
+
+def test_chance_is_the_exact_expected_accuracy_of_a_uniform_guess() -> None:
+    options = [["CT", "MRI"], ["a", "b", "c", "d"], ["x", "y", None, "z"], ["m", "f"]]
+    result = scoring.compute(
+        ["A", "B", "C", "A"],
+        ["A", "A", "C", "B"],
+        options=options,
+        department=["D1", "D1", "D2", "D2"],
+        modality=["CT", "CT", "MRI", "CT"],
+        category=["c1", "c2", "c3", "c1"],
+        clinical_vqa_task=["T", "T", "T", "T"],
+    )
+    assert result["chance"] == pytest.approx((1 / 2 + 1 / 4 + 1 / 3 + 1 / 2) / 4)
+    assert result["by"]["department"]["D1"]["chance"] == pytest.approx((1 / 2 + 1 / 4) / 2)
+    assert result["by"]["department"]["D2"]["chance"] == pytest.approx((1 / 3 + 1 / 2) / 2)
+    ct = result["tree"]["clinical_vqa_task"]["T"]["children"]["CT"]
+    assert ct["chance"] == pytest.approx((1 / 2 + 1 / 4 + 1 / 2) / 3) and ct["total"] == 3
+    assert scoring.compute(["A"], ["A"])["chance"] is None  # options unknown: no chance level
 
 
 def test_wilson_interval_known_values() -> None:

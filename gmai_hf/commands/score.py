@@ -16,6 +16,7 @@ from typing import Any
 
 from gmai_hf import external, protocols, schema
 from gmai_hf.results import PREDICTIONS_FILE, RESULTS_FILE
+from gmai_hf.run import judge_options
 
 HELP = (
     "score a prediction file made elsewhere (VLMEvalKit's <model>_GMAI-MMBench_VAL.xlsx, or .tsv/.csv/.json/"
@@ -58,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="answer matching: VLMEvalKit's exact rules of today (the default), of 2024 (vlmevalkit-2024), "
         "or the strict variant",
     )
+    from gmai_hf.run import add_judge_arguments
+
+    add_judge_arguments(parser)
     parser.add_argument(
         "--protocol",
         choices=protocols.PROTOCOLS,
@@ -107,9 +111,14 @@ def score(
     output_dir: Path | None = None,
     matching: str = "vlmevalkit",
     protocol: str = protocols.DEFAULT_PROTOCOL,
+    judge: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """Score the prediction file ``path``; returns the files written (as ``results.write_outputs``)."""
+    """Score the prediction file ``path``; returns the files written (as ``results.write_outputs``).
+
+    ``judge``: the LLM judge's settings (``model``, ``base_url``, ``api_key_env``), or None.
+    """
     from gmai_hf import identity, results
+    from gmai_hf.judge import Judge, judge_settings
 
     started = time.perf_counter()
     if split == "test":
@@ -134,7 +143,16 @@ def score(
             len(questions),
             split,
         )
-    records = results.build_records(answered, by_index, matching=matching)
+    if predictions.random_picks:
+        logger.warning(
+            "%s: VLMEvalKit's own scoring drew a random letter for %d question(s) (its judge failed; e.g. "
+            "index %s); here they are read from the prediction as written",
+            path,
+            len(predictions.random_picks),
+            ", ".join(map(str, predictions.random_picks[:5])),
+        )
+    scorer = Judge.from_options(judge, matching_mode=matching)
+    records = results.build_records(answered, by_index, matching=matching, judge=scorer)
     elapsed = time.perf_counter() - started
     run_info = {
         "model": external.model_name(path),
@@ -148,6 +166,8 @@ def score(
         "prompt": None,
         "protocol": protocol,
         "matching": matching,
+        "judge": judge_settings(judge),
+        "vlmevalkit_random_picks": predictions.random_picks or None,
         "source": str(path),
         "wall_time_s": round(elapsed, 3),
         "questions_per_s": round(len(records) / elapsed, 1) if elapsed > 0 else None,
@@ -155,7 +175,9 @@ def score(
     }
     output_dir = output_dir or path.with_name(f"{path.stem}_scored")
     data = identity.describe(split, data_dir, len(questions))
-    return results.write_outputs(output_dir, records, run_info, split, answered, matching=matching, data=data)
+    return results.write_outputs(
+        output_dir, records, run_info, split, answered, matching=matching, data=data, judge=scorer
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -167,6 +189,7 @@ def main(args: argparse.Namespace) -> int:
             output_dir=args.output_dir,
             matching=args.matching,
             protocol=args.protocol,
+            judge=judge_options(args),
         )
     except (FileNotFoundError, ValueError) as error:
         logger.error("%s", error)

@@ -1,5 +1,7 @@
 """A fault-injecting HTTP proxy on loopback, in front of an OpenAI-compatible server (for tests).
 
+With ``upstream_port=None`` and a ``reply`` function it is a scripted server on its own.
+
 Each chat-completions request is passed to ``decide(key, seen)`` (``key``: a hash of the
 request's messages, i.e. of one question; ``seen``: how often that key came before), which
 returns a fault or None (forward it):
@@ -12,7 +14,8 @@ returns a fault or None (forward it):
 Every request is logged (``key``, ``fault``, upstream ``status``), so a test can check which
 questions were asked, how often, and that none was asked again after it was answered.
 ``delay_s`` holds every forwarded request that long, as a hosted API's network and queue would
-(for benchmarks of concurrency).
+(for benchmarks of concurrency). ``reply(prompt_text)`` may answer a request itself (a scripted
+judge): a string is returned as the completion's text, None forwards the request.
 """
 
 from __future__ import annotations
@@ -56,10 +59,11 @@ class Logged:
 class FaultProxy:
     """The proxy; ``with FaultProxy(upstream_port, decide) as proxy: ... proxy.base_url``."""
 
-    upstream_port: int
+    upstream_port: int | None
     decide: Decide = field(default=lambda key, seen: None)
     slow_s: float = 3.0
     delay_s: float = 0.0
+    reply: Callable[[str], str | None] | None = None
     log: list[Logged] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -74,7 +78,10 @@ class FaultProxy:
                 pass
 
             def do_GET(self) -> None:
-                self._forward(b"")
+                if proxy.upstream_port is None:  # a scripted server alone: it lists no model
+                    self._reply(200, b'{"object": "list", "data": []}')
+                else:
+                    self._forward(b"")
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -97,6 +104,9 @@ class FaultProxy:
                 elif fault == "drop":
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
+                elif proxy.reply is not None and (text := proxy.reply(_text(body))) is not None:
+                    self._reply(200, _completion(text))
+                    entry.status = 200
                 else:
                     time.sleep(proxy.slow_s if fault == "slow" else proxy.delay_s)
                     entry.status = self._forward(body)
@@ -144,6 +154,33 @@ class FaultProxy:
     def __exit__(self, *_: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def _text(body: bytes) -> str:
+    """The text of a request's (last) user message."""
+    try:
+        content = json.loads(body)["messages"][-1]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+
+
+def _completion(text: str) -> bytes:
+    """A chat completion holding ``text``, as an OpenAI-compatible server writes one."""
+    return json.dumps(
+        {
+            "id": "scripted",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "scripted-judge",
+            "choices": [
+                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+            ],
+            "usage": {"prompt_tokens": len(text), "completion_tokens": 1, "total_tokens": len(text) + 1},
+        }
+    ).encode()
 
 
 def _key(body: bytes) -> str:

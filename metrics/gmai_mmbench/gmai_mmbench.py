@@ -21,9 +21,11 @@ from gmai_hf.matching import present_options
 
 _DESCRIPTION = """\
 Accuracy on GMAI-MMBench, the medical multimodal multiple-choice benchmark, with answers extracted
-from raw model outputs exactly as VLMEvalKit does (its leaderboard protocol, no LLM judge), overall,
+from raw model outputs exactly as VLMEvalKit does (today's matcher, or its 2024 one), optionally
+with VLMEvalKit's LLM judge for what matching cannot read (but never its random letter), overall,
 per clinical VQA task, department, perceptual granularity, modality and category (Wilson 95%
-intervals), and along the benchmark's lexical tree.
+intervals, and the exact accuracy of a uniform guess beside each), and along the benchmark's
+lexical tree.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -33,15 +35,23 @@ Args:
     options (`list` of `list` of `str`, *optional*): per question, its option texts in letter order
         (A first), absent options left out or None; a letter->text dict also works. Without it only
         letters can be matched (option-text matching needs the texts).
+    questions (`list` of `str`, *optional*): the question texts; the judge needs them.
     clinical_vqa_task, department, perceptual_granularity, modality, category (`list` of `str`,
         *optional*): the question's metadata; each given one adds `by[<name>]`.
-    matching (`str`, *optional*, default "vlmevalkit"): "vlmevalkit" (VLMEvalKit's exact matching)
-        or "strict" (also refuses its known false positives, e.g. "The answer is a lesion" -> A).
+    matching (`str`, *optional*, default "vlmevalkit"): "vlmevalkit" (VLMEvalKit's exact matching
+        today), "vlmevalkit-2024" (as of commit 69268c70, when the leaderboard was measured) or
+        "strict" (also refuses its known false positives, e.g. "The answer is a lesion" -> A).
+    judge (`str` or `dict`, *optional*): an LLM judge on an OpenAI-compatible endpoint for the
+        answers matching cannot read: a model name (endpoint from $OPENAI_BASE_URL, key from
+        $OPENAI_API_KEY) or {"model": ..., "base_url": ..., "api_key_env": ...}.
 Returns:
     accuracy (`float`), correct (`int`), total (`int`), unmatched (`int`: no option extracted,
-    refusals included; scored as wrong), by (`dict`: by[dim][value] = accuracy, correct, total,
-    ci95), tree (`dict`: tree[view][value] = accuracy, correct, total, children by modality, then
-    category; for each given view when modality and category are given).
+    refusals and judge failures included; scored as wrong), chance (`float`: a uniform guess's
+    expected accuracy, when options are given), judge (`dict`: the judge's model, prompt hash,
+    calls, cached, decided and failed counts, or None), by (`dict`: by[dim][value] = accuracy,
+    correct, total, ci95, chance), tree (`dict`: tree[view][value] = accuracy, correct, total,
+    chance, children by modality, then category; for each given view when modality and category
+    are given).
 Examples:
     >>> import evaluate
     >>> metric = evaluate.load("metrics/gmai_mmbench")
@@ -54,7 +64,9 @@ Examples:
     (0.75, 1)
 """
 
-_OPTIONAL: tuple[str, ...] = ("options", *schema.BREAKDOWN_DIMENSIONS)
+_OPTIONAL: tuple[str, ...] = ("options", "questions", *schema.BREAKDOWN_DIMENSIONS)
+#: Settings (not per-question inputs) that ``compute`` passes on to ``_compute``.
+_SETTINGS: tuple[str, ...] = ("matching", "judge")
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
@@ -71,6 +83,7 @@ class GmaiMmbench(evaluate.Metric):
                     "predictions": datasets.Value("string"),
                     "references": datasets.Value("string"),
                     "options": datasets.Sequence(datasets.Value("string")),
+                    "questions": datasets.Value("string"),
                     **{dim: datasets.Value("string") for dim in schema.BREAKDOWN_DIMENSIONS},
                 }
             ),
@@ -99,10 +112,10 @@ class GmaiMmbench(evaluate.Metric):
     def compute(self, *, predictions=None, references=None, **kwargs) -> dict[str, Any] | None:
         """Score what was added, plus any questions given here (optional inputs may be left out)."""
         inputs = {k: kwargs.pop(k) for k in list(kwargs) if k in _OPTIONAL}
-        if set(kwargs) - {"matching"}:
+        if set(kwargs) - set(_SETTINGS):
             raise ValueError(
-                f"unknown inputs {sorted(set(kwargs) - {'matching'})}: the optional inputs are "
-                f"{', '.join(_OPTIONAL)} and matching"
+                f"unknown inputs {sorted(set(kwargs) - set(_SETTINGS))}: the optional inputs are "
+                f"{', '.join(_OPTIONAL)}, and the settings {', '.join(_SETTINGS)}"
             )
         if predictions is None and references is None and not inputs:
             return super().compute(**kwargs)  # everything came through add/add_batch
@@ -113,15 +126,21 @@ class GmaiMmbench(evaluate.Metric):
         predictions: list[str],
         references: list[str],
         options: list[list[str]],
+        questions: list[str],
         matching: str = "vlmevalkit",
+        judge: Any = None,
         **dimensions: list[str],
     ) -> dict[str, Any]:
+        from gmai_hf.judge import Judge
+
         given = {name: _decode(column) for name, column in dimensions.items()}
         return scoring.compute(
             predictions,
             references,
             options=[o or None for o in options] if any(options) else None,
             matching=matching,
+            judge=Judge.from_options(judge, matching_mode=matching),
+            questions=_decode(questions),
             **given,
         )
 
@@ -147,9 +166,9 @@ def _encode_batch(predictions: Any, references: Any, inputs: dict[str, Any]) -> 
         "references": list(references),
         "options": [_option_list(o) if o else [] for o in options] if options is not None else [[]] * n,
     }
-    for dim in schema.BREAKDOWN_DIMENSIONS:
-        column = inputs.get(dim)
-        batch[dim] = ["" if v is None else v for v in column] if column is not None else [""] * n
+    for name in ("questions", *schema.BREAKDOWN_DIMENSIONS):
+        column = inputs.get(name)
+        batch[name] = ["" if v is None else v for v in column] if column is not None else [""] * n
     return batch
 
 

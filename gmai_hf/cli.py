@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "run": "gmai_hf.run",
     "report": "gmai_hf.commands.report",
     "score": "gmai_hf.commands.score",
+    "compare": "gmai_hf.commands.compare",
 }
 
 

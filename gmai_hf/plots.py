@@ -161,3 +161,43 @@ def position_bias(
     axes.grid(axis="y", alpha=0.3)
     figure.legend(loc="outside lower center", ncol=2, fontsize=8, frameon=False)
     return _save(figure, path)
+
+
+def difference_forest(
+    sections: Mapping[str, Sequence[tuple[str, Mapping[str, Any]]]],
+    path: Path,
+    *,
+    title: str,
+) -> Path:
+    """Per-node differences (points, % points) with their 95% intervals, significant ones highlighted.
+
+    ``sections``: heading -> ``[(node label, comparison node), ...]`` (``difference``, ``ci95``,
+    ``significant``, as ``gmai_hf.paired.compare_node`` makes them), drawn top to bottom.
+    """
+    rows: list[tuple[str, Mapping[str, Any] | None]] = []
+    for heading, nodes in sections.items():
+        rows.append((heading, None))
+        rows += [(f"  {label} (n={node['n']})", node) for label, node in nodes]
+    figure = Figure(figsize=(9, 1.5 + 0.24 * len(rows)), layout="constrained")
+    axes = figure.add_subplot()
+    for y, (_, node) in enumerate(reversed(rows)):
+        if node is None:
+            continue
+        low, high = (100 * bound for bound in node["ci95"])
+        color = "tab:red" if node.get("significant") else "0.45"
+        axes.plot([low, high], [y, y], color=color, linewidth=1.4)
+        axes.plot(100 * node["difference"], y, "o", color=color, markersize=4)
+    axes.axvline(0, color="black", linewidth=0.8)
+    axes.set_yticks(
+        range(len(rows)),
+        [label for label, _ in reversed(rows)],
+        fontsize=7,
+    )
+    for tick, (_, node) in zip(axes.get_yticklabels(), reversed(rows), strict=True):
+        if node is None:
+            tick.set_fontweight("bold")
+    axes.set_ylim(-1, len(rows))
+    axes.set_xlabel("accuracy difference, % points (95% interval); red: significant after adjustment")
+    axes.set_title(title, fontsize=10)
+    axes.grid(axis="x", alpha=0.3)
+    return _save(figure, path)

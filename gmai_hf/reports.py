@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from gmai_hf import schema
+from gmai_hf import paired, schema
 from gmai_hf.files import open_atomic, write_atomic
 from gmai_hf.scoring import wilson_interval
 from gmai_hf.tree import NONE_LABEL, label
@@ -493,9 +493,11 @@ def _dimension_section(runs: Sequence[Run], dimension: str) -> list[str]:
     ref_split = reference_split(dimension)
     comparable = not any(comparability_problems(run) for run in runs)
     caveat = "" if comparable else ", not comparable"
+    below = below_best(runs, dimension)
     header = [
         DIMENSION_TITLES[dimension],
         *(run.label for run in runs),
+        *(["significantly below the best"] if below is not None else []),
         "chance",
         *(f"{model} (leaderboard {ref_split}{caveat})" for model in references),
     ]
@@ -503,16 +505,55 @@ def _dimension_section(runs: Sequence[Run], dimension: str) -> list[str]:
         [
             _display(dimension, value),
             *(_accuracy_cell(table.get(value)) for table in tables),
+            *([", ".join(below.get(value, [])) or "—"] if below is not None else []),
             _chance_cell([table[value] for table in tables if value in table]),
             *(f"{ref[value]:.2f}" if value in ref else "" for ref in references.values()),
         ]
         for value in values
     ]
-    return [
-        f"## By {DIMENSION_TITLES[dimension]}",
-        "",
-        *_md_table(header, rows),
-    ]
+    lines = [f"## By {DIMENSION_TITLES[dimension]}", "", *_md_table(header, rows)]
+    if below is not None:
+        lines += [
+            "Significantly below the best: the runs whose accuracy on that value is below the best run's by "
+            "more than chance allows (paired McNemar exact test on the questions both answered, "
+            f"Benjamini-Hochberg over this table at {paired.ALPHA:g}; `gmai-hf compare` gives the details).",
+            "",
+        ]
+    return lines
+
+
+def below_best(runs: Sequence[Run], dimension: str) -> dict[str, list[str]] | None:
+    """Per value of ``dimension``, the runs significantly below the best run on it (None: fewer
+    than two runs with answers). Paired tests on the questions both runs answered."""
+    scored = [run for run in runs if run.has_answers]
+    if len(scored) < 2:
+        return None
+    hits = {
+        run.label: {int(r["index"]): (label(r.get(dimension)), bool(r.get("hit"))) for r in run.records}
+        for run in scored
+    }
+    tests: dict[tuple[str, str], dict[str, Any]] = {}
+    for value in sorted({v for table in hits.values() for v, _ in table.values()}):
+        members = {
+            run: {i: hit for i, (v, hit) in table.items() if v == value} for run, table in hits.items()
+        }
+        present = {run: answers for run, answers in members.items() if answers}
+        if len(present) < 2:
+            continue
+        best = max(present, key=lambda run: sum(present[run].values()) / len(present[run]))
+        for run, answers in present.items():
+            shared = sorted(answers.keys() & present[best].keys())
+            if run == best or not shared:
+                continue
+            pairs = paired.Pairs.count([present[best][i] for i in shared], [answers[i] for i in shared])
+            if pairs.a_only > pairs.b_only:
+                tests[(value, run)] = {"p_value": paired.mcnemar_exact(pairs.a_only, pairs.b_only)}
+    paired.adjust(tests, {key: key for key in tests}, paired.ALPHA)
+    below: dict[str, list[str]] = {}
+    for (value, run), test in tests.items():
+        if test["significant"]:
+            below.setdefault(value, []).append(run)
+    return below
 
 
 def _weakest_section(runs: Sequence[Run]) -> list[str]:

@@ -650,17 +650,47 @@ class GmaiMMBench(datasets.ArrowBasedBuilder):
         return super().as_streaming_dataset(split=split, base_path=base_path)
 
 
-def load_split(split: str, data_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> datasets.Dataset:
+def load_split(
+    split: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    dataset: str | None = None,
+    **kwargs: Any,
+) -> datasets.Dataset:
     """One split, preparing only that split's files (its configuration), not the whole benchmark.
 
     ``load_dataset("gmai_mmbench", split=...)`` uses the default configuration ``all``, which
     prepares (or downloads) every split; the tools that need one split call this instead.
+    ``data_dir`` may also be a Parquet export (``gmai-hf export``), and ``dataset`` a Hub
+    repository (or folder) holding one: it is read as it is, with no TSV preparation.
     """
+    from gmai_hf.export import is_export
+
     if split not in schema.SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {schema.SPLITS}")
+    if dataset is not None or (data_dir is not None and is_export(data_dir)):
+        return load_export(split, str(dataset if dataset is not None else data_dir), **kwargs)
     return datasets.load_dataset(
         DATASET_NAME, split, data_dir=None if data_dir is None else str(data_dir), split=split, **kwargs
     )
+
+
+def load_export(split: str, source: str, **kwargs: Any) -> datasets.Dataset:
+    """``split`` of a Parquet export (a folder, or a Hub dataset repository), checked to hold
+    this benchmark's columns, so a wrong repository fails here and not deep in a run."""
+    try:
+        ds = datasets.load_dataset(source, split=split, **kwargs)
+    except ValueError as error:
+        if "split" not in str(error).lower():
+            raise
+        raise FileNotFoundError(f"{source} holds no {split} split (it has: {error})") from None
+    missing = [name for name in REQUIRED_COLUMNS if name not in ds.column_names]
+    if missing:
+        raise GmaiMMBenchError(
+            f"{source}: not a GMAI-MMBench export: the {split} split lacks the column(s) {missing}; "
+            "export the TSVs with `gmai-hf export`"
+        )
+    return ds.cast(FEATURES) if ds.features != FEATURES else ds
 
 
 def _table(columns: dict[str, list[Any]], arrow_schema: pa.Schema) -> pa.Table:

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "report": "gmai_hf.commands.report",
     "score": "gmai_hf.commands.score",
     "compare": "gmai_hf.commands.compare",
+    "export": "gmai_hf.commands.export",
 }
 
 

@@ -4,16 +4,19 @@ A number is comparable with the leaderboard only when it was measured on the off
 all of them. Every run and every scored file records a ``data`` object in ``results.json``:
 
 - ``source``: ``"official"`` (downloaded from the Hub, md5-checked), ``"sample"`` (the bundled
-  synthetic sample) or ``"local"`` (files in a ``--data-dir``);
+  synthetic sample), ``"local"`` (TSVs in a ``--data-dir``) or ``"export"`` (a Parquet export made
+  by ``gmai-hf export``, in a folder or on the Hub);
 - ``official``: true only when every file of the split is there and its md5 was found to be the
   official one (on download, by ``gmai-hf prepare --verify``, or remembered from an earlier check
-  of the same unchanged file); the official byte sizes are not published, so no cheaper check
-  can vouch for a file;
-- ``questions``: the split's size before any selection; ``files``: name and bytes of each file;
+  of the same unchanged file; for an export, as its ``gmai_hf.json`` recorded when it was made);
+  the official byte sizes are not published, so no cheaper check can vouch for a file;
+- ``questions``: the split's size before any selection; ``files``: name and bytes of each source
+  TSV file;
 - ``problems``: why the data is not official, in words a report can print.
 
-:func:`fingerprint` (file names and sizes) is what a resumed run must share with the run that
-wrote the answers: the same files in another folder resume, other data is refused.
+:func:`fingerprint` (the source files' names and sizes) is what a resumed run must share with
+the run that wrote the answers: the same files in another folder, or their Parquet export,
+resume; other data is refused.
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ from typing import Any
 
 from gmai_hf import SAMPLE_DIR, download, schema
 
-SOURCES: tuple[str, ...] = ("official", "sample", "local")
+SOURCES: tuple[str, ...] = ("official", "sample", "local", "export")
 
 
 def split_files(split: str, data_dir: str | os.PathLike[str] | None) -> list[Path]:
-    """The files ``split`` is read from: those in ``data_dir``, or the Hub downloads in the cache."""
+    """The TSV files ``split`` is read from: those in ``data_dir``, or the Hub downloads in the cache."""
     if data_dir is None:
         return download.cached_split_files(split)
     from gmai_hf.builder import local_split_files
@@ -43,13 +46,63 @@ def source_of(data_dir: str | os.PathLike[str] | None) -> str:
     return "sample" if Path(data_dir).resolve() == SAMPLE_DIR.resolve() else "local"
 
 
-def fingerprint(paths: list[Path]) -> list[list[Any]]:
-    """``[[name, bytes], ...]``: what identifies the data for resuming (not the folder it is in)."""
-    return [[path.name, path.stat().st_size] for path in paths]
+def _export_record(split: str, source: str, questions: int) -> dict[str, Any]:
+    """The ``data`` object of a split read from a Parquet export: what its provenance says."""
+    provenance = read_provenance_of(source)
+    made_from = ((provenance or {}).get("splits") or {}).get(split)
+    if not isinstance(made_from, dict):
+        return {
+            "source": "export",
+            "export": source,
+            "official": False,
+            "split": split,
+            "questions": questions,
+            "files": [],
+            "problems": [f"{source} does not record which files it was made from (no gmai_hf.json)"],
+        }
+    problems = list(made_from.get("problems") or [])
+    if made_from.get("questions") != questions:
+        problems.append(
+            f"{questions} questions, the files it was made from held {made_from.get('questions')}"
+        )
+    return {
+        "source": "export",
+        "export": source,
+        "official": bool(made_from.get("official")) and not problems,
+        "split": split,
+        "questions": questions,
+        "files": made_from.get("files") or [],
+        "problems": problems,
+        "made_from": made_from.get("source"),
+    }
 
 
-def describe(split: str, data_dir: str | os.PathLike[str] | None, questions: int) -> dict[str, Any]:
-    """The ``data`` object of ``results.json`` for ``split`` read from ``data_dir`` (None: the Hub)."""
+def read_provenance_of(source: str) -> dict[str, Any] | None:
+    """An export's ``gmai_hf.json``, from its folder or its Hub repository (None when absent)."""
+    from gmai_hf.export import PROVENANCE, read_provenance
+
+    if Path(source).is_dir():
+        return read_provenance(source)
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return read_provenance(Path(hf_hub_download(source, PROVENANCE, repo_type="dataset")).parent)
+    except Exception:  # no such file, no connection: the export is then simply not vouched for
+        return None
+
+
+def describe(
+    split: str,
+    data_dir: str | os.PathLike[str] | None,
+    questions: int,
+    dataset: str | None = None,
+) -> dict[str, Any]:
+    """The ``data`` object of ``results.json`` for ``split`` read from ``data_dir`` (None: the Hub)
+    or from the Parquet export ``dataset`` (a folder or a Hub repository)."""
+    from gmai_hf.export import is_export
+
+    if dataset is not None or (data_dir is not None and is_export(data_dir)):
+        return _export_record(split, str(dataset if dataset is not None else data_dir), questions)
     paths = split_files(split, data_dir)
     source = source_of(data_dir)
     verdicts = {path: download.recall(path) for path in paths}
@@ -85,3 +138,11 @@ def describe(split: str, data_dir: str | os.PathLike[str] | None, questions: int
         ],
         "problems": problems,
     }
+
+
+def fingerprint(data: dict[str, Any]) -> list[list[Any]]:
+    """``[[name, bytes], ...]`` of a ``data`` object's source files: what identifies the data for
+    resuming (not the folder it is in, nor whether it was read as TSV or as its Parquet export).
+    An export that does not record its source files is identified by where it is."""
+    files = [[file["name"], file["bytes"]] for file in data.get("files") or []]
+    return files or [["export", data.get("export")]]

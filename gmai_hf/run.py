@@ -53,7 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_mutually_exclusive_group()
     data.add_argument(
         "--data-dir",
-        help="folder holding the official TSV files (default: download them from the Hugging Face Hub)",
+        help="folder holding the official TSV files, or a Parquet export of them (default: download the "
+        "TSVs from the Hugging Face Hub)",
+    )
+    data.add_argument(
+        "--dataset",
+        help="a Parquet export of the benchmark (gmai-hf export): a Hub dataset repository, or its folder",
     )
     data.add_argument(
         "--sample",
@@ -253,6 +258,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         judge=judge_options(args),
         output_dir=args.output_dir,
         data_dir=str(SAMPLE_DIR) if args.sample else args.data_dir,
+        dataset=args.dataset,
         split=args.split,
         selection=selection,
         limit=args.limit,

@@ -76,6 +76,8 @@ class RunConfig:
     model: str
     output_dir: Path
     data_dir: str | None = None
+    #: A Parquet export to read instead of TSVs: a Hub dataset repository or a folder.
+    dataset: str | None = None
     split: str = "validation"
     selection: dict[str, list[str]] = field(default_factory=dict)
     limit: int | None = None
@@ -334,12 +336,11 @@ def _kill_after(rank: int) -> int | None:
 
 @dataclass
 class Questions:
-    """The questions a run answers: the selected rows, and the split they were selected from."""
+    """The questions a run answers: the selected rows, and which data they were selected from."""
 
     ds: Any  # datasets.Dataset, images not decoded
     rows: list[dict[str, Any]]  # metadata rows (no image), as the protocol presents them
-    split_size: int
-    files: list[Path]
+    data: dict[str, Any]  # ``identity.describe``: the split's files, size, official or not
 
 
 def load_questions(config: RunConfig) -> Questions:
@@ -349,8 +350,8 @@ def load_questions(config: RunConfig) -> Questions:
     from gmai_hf import tree
     from gmai_hf.builder import load_split
 
-    ds = load_split(config.split, config.data_dir)
-    split_size = len(ds)
+    ds = load_split(config.split, config.data_dir, dataset=config.dataset)
+    data = identity.describe(config.split, config.data_dir, len(ds), dataset=config.dataset)
     if config.selection:
         ds = tree.select(ds, **config.selection)
     if config.limit is not None:
@@ -358,8 +359,7 @@ def load_questions(config: RunConfig) -> Questions:
     if not len(ds):
         raise ValueError("the selection holds no question: widen the selection flags")
     rows = [protocols.present_row(row, config.protocol) for row in ds.remove_columns("image").to_list()]
-    files = identity.split_files(config.split, config.data_dir)
-    return Questions(ds.cast_column("image", datasets.Image(decode=False)), rows, split_size, files)
+    return Questions(ds.cast_column("image", datasets.Image(decode=False)), rows, data)
 
 
 class Runner:
@@ -410,7 +410,7 @@ class Runner:
         try:
             # every process at once: datasets' file lock lets one prepare the cache, the others wait
             questions = load_questions(config)
-            config.data_files = identity.fingerprint(questions.files)
+            config.data_files = identity.fingerprint(questions.data)
             plan_path = self.shards_dir / PLAN_FILE
             if state.is_main_process:
                 plan = self._plan(questions, token)
@@ -556,6 +556,7 @@ class Runner:
         run_info = {
             **config.resume_key(),
             "data_dir": config.data_dir,
+            "dataset": config.dataset,
             "processes": self.processes,
             "batch_size": config.batch_size,
             "matching": config.matching,
@@ -577,7 +578,6 @@ class Runner:
             earlier = json.loads(previous.read_text(encoding="utf-8")).get("run") or {}
             timing = ("wall_time_s", "answer_time_s", "questions_per_s", "engine")
             run_info.update({key: earlier.get(key) for key in timing})
-        data = identity.describe(config.split, config.data_dir, questions.split_size)
         results.write_outputs(
             config.output_dir,
             records,
@@ -585,7 +585,7 @@ class Runner:
             config.split,
             rows,
             matching=config.matching,
-            data=data,
+            data=questions.data,
             judge=judge,
         )
         summary = "no answers (test split)"

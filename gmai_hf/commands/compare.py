@@ -35,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     files = parser.add_argument_group(
         "prediction files", "how a prediction file (not a run folder) is scored"
     )
-    files.add_argument("--data-dir", type=Path, help="folder holding the official TSVs (default: the Hub)")
+    source = files.add_mutually_exclusive_group()
+    source.add_argument("--data-dir", type=Path, help="the official TSVs or an export (default: the Hub)")
+    source.add_argument("--dataset", help="a Parquet export (gmai-hf export) on the Hub, or its folder")
     files.add_argument("--matching", choices=MATCHING_MODES, default="vlmevalkit")
     files.add_argument("--protocol", choices=protocols.PROTOCOLS, default=protocols.DEFAULT_PROTOCOL)
 
@@ -59,6 +61,7 @@ def main(args: argparse.Namespace) -> int:
                         output_dir=folder,
                         matching=args.matching,
                         protocol=args.protocol,
+                        dataset=args.dataset,
                     )
                     source = folder
                 runs.append(source)

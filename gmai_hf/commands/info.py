@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,30 +19,38 @@ DIMENSIONS: tuple[str, ...] = ("clinical_vqa_task", "department", "perceptual_gr
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
         "--data-dir",
-        help="folder holding the official TSVs (default: the files already downloaded from the Hub)",
+        help="folder holding the official TSVs or a Parquet export (default: the files already downloaded "
+        "from the Hub)",
     )
+    source.add_argument("--dataset", help="a Parquet export (gmai-hf export) on the Hub, or its folder")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
-def summarize(paths: list[Path]) -> dict[str, Any]:
-    """Counts for one split's files: questions, per dimension, options-count histogram, answers present."""
+def tsv_rows(paths: list[Path]) -> Iterator[dict[str, Any]]:
+    """The metadata of every question in ``paths`` (one split's TSVs), images skipped."""
     from gmai_hf.builder import iter_rows
 
+    seen: dict[int, tuple[Path, int]] = {}
+    for path in paths:
+        yield from iter_rows(path, seen=seen, images=False)
+
+
+def summarize(rows: Iterable[dict[str, Any]], files: list[str]) -> dict[str, Any]:
+    """Counts for one split: questions, per dimension, options-count histogram, answers present."""
     by: dict[str, Counter[str]] = {dimension: Counter() for dimension in DIMENSIONS}
     options: Counter[int] = Counter()
     questions = answered = 0
-    seen: dict[int, tuple[Path, int]] = {}
-    for path in paths:
-        for row in iter_rows(path, seen=seen, images=False):
-            questions += 1
-            answered += row["answer"] is not None
-            options[sum(row[letter] is not None for letter in schema.OPTION_LETTERS)] += 1
-            for dimension in DIMENSIONS:
-                by[dimension][label(row[dimension])] += 1
+    for row in rows:
+        questions += 1
+        answered += row["answer"] is not None
+        options[sum(row[letter] is not None for letter in schema.OPTION_LETTERS)] += 1
+        for dimension in DIMENSIONS:
+            by[dimension][label(row[dimension])] += 1
     return {
-        "files": [str(path) for path in paths],
+        "files": files,
         "questions": questions,
         "answers_present": answered,
         "options_histogram": {str(k): options[k] for k in sorted(options)},
@@ -57,16 +66,39 @@ def _split_paths(data_dir: str | None) -> dict[str, list[Path]]:
     return {split: download.cached_split_files(split) for split in schema.SPLITS}
 
 
+def export_summary(source: str) -> dict[str, dict[str, Any]]:
+    """Counts per split of a Parquet export, from its metadata columns."""
+    from gmai_hf.builder import load_export
+
+    summary = {}
+    for split in schema.SPLITS:
+        try:
+            ds = load_export(split, source)
+        except FileNotFoundError:
+            continue
+        summary[split] = summarize(ds.remove_columns("image").to_list(), [source])
+    return summary
+
+
 def main(args: argparse.Namespace) -> int:
-    paths = _split_paths(args.data_dir)
-    if not any(paths.values()):
-        where = args.data_dir or "the Hugging Face Hub cache"
-        print(
-            f"no GMAI-MMBench files in {where}; pass --data-dir (a folder with the official TSVs) "
-            "or run `gmai-hf prepare` to download them"
-        )
-        return 1
-    summary = {split: summarize(split_paths) for split, split_paths in paths.items() if split_paths}
+    from gmai_hf.export import is_export
+
+    if args.dataset or (args.data_dir and is_export(args.data_dir)):
+        summary = export_summary(args.dataset or args.data_dir)
+    else:
+        paths = _split_paths(args.data_dir)
+        if not any(paths.values()):
+            where = args.data_dir or "the Hugging Face Hub cache"
+            print(
+                f"no GMAI-MMBench files in {where}; pass --data-dir (a folder with the official TSVs) "
+                "or run `gmai-hf prepare` to download them"
+            )
+            return 1
+        summary = {
+            split: summarize(tsv_rows(split_paths), [str(path) for path in split_paths])
+            for split, split_paths in paths.items()
+            if split_paths
+        }
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0

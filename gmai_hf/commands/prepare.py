@@ -49,10 +49,31 @@ def verify(data_dir: str | None, splits: list[str]) -> int:
     return status
 
 
+def prepare_export(source: str, splits: list[str]) -> int:
+    """An export needs no TSV preparation: load its splits (datasets caches them) and say what
+    they are; ``--verify`` has nothing to hash, the export's record of its source files stands."""
+    from gmai_hf import identity
+    from gmai_hf.builder import load_export
+
+    for split in splits:
+        try:
+            ds = load_export(split, source)
+        except FileNotFoundError:
+            continue
+        data = identity.describe(split, None, len(ds), dataset=source)
+        verdict = "made from the official files" if data["official"] else "; ".join(data["problems"])
+        print(f"{split}: {len(ds)} questions (a Parquet export: {verdict})")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     import datasets
 
     import gmai_hf  # noqa: F401  (registers the builder)
+    from gmai_hf.export import is_export
+
+    if args.data_dir is not None and is_export(args.data_dir):
+        return prepare_export(args.data_dir, list(schema.SPLITS) if args.split == "all" else [args.split])
 
     builder = datasets.load_dataset_builder(
         "gmai_mmbench", args.split, data_dir=args.data_dir, cache_dir=args.cache_dir, token=args.token

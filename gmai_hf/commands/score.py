@@ -32,12 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "file", type=Path, metavar="FILE", help="prediction file with 'index' and 'prediction'"
     )
-    parser.add_argument(
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
         "--data-dir",
         type=Path,
         default=None,
-        help="folder holding the official TSVs (default: download them from the Hugging Face Hub)",
+        help="folder holding the official TSVs or a Parquet export (default: download the TSVs from the Hub)",
     )
+    source.add_argument("--dataset", help="a Parquet export (gmai-hf export) on the Hub, or its folder")
     parser.add_argument(
         "--split",
         choices=schema.SPLITS,
@@ -96,11 +98,11 @@ def detect_split(path: Path, predictions: external.Predictions) -> tuple[str, st
     return None
 
 
-def load_questions(data_dir: Path | None, split: str) -> list[dict[str, Any]]:
+def load_questions(data_dir: Path | None, split: str, dataset: str | None = None) -> list[dict[str, Any]]:
     """The split's rows without images (only text, answers and tree columns are needed)."""
     from gmai_hf.builder import load_split
 
-    return load_split(split, data_dir).remove_columns("image").to_list()
+    return load_split(split, data_dir, dataset=dataset).remove_columns("image").to_list()
 
 
 def score(
@@ -112,6 +114,7 @@ def score(
     matching: str = "vlmevalkit",
     protocol: str = protocols.DEFAULT_PROTOCOL,
     judge: dict[str, Any] | None = None,
+    dataset: str | None = None,
 ) -> list[Path]:
     """Score the prediction file ``path``; returns the files written (as ``results.write_outputs``).
 
@@ -133,7 +136,7 @@ def score(
     split = split or (detected[0] if detected else "validation")
     if split == "test":
         raise ValueError(TEST_REFUSAL.format(path=path, how=f" ({detected[1]})" if detected else ""))
-    questions = [protocols.present_row(row, protocol) for row in load_questions(data_dir, split)]
+    questions = [protocols.present_row(row, protocol) for row in load_questions(data_dir, split, dataset)]
     by_index, answered = external.join_with_split(predictions.records, questions, path=path, split=split)
     if len(answered) < len(questions):
         logger.warning(
@@ -174,7 +177,7 @@ def score(
         "versions": results.library_versions(),
     }
     output_dir = output_dir or path.with_name(f"{path.stem}_scored")
-    data = identity.describe(split, data_dir, len(questions))
+    data = identity.describe(split, data_dir, len(questions), dataset=dataset)
     return results.write_outputs(
         output_dir, records, run_info, split, answered, matching=matching, data=data, judge=scorer
     )
@@ -190,6 +193,7 @@ def main(args: argparse.Namespace) -> int:
             matching=args.matching,
             protocol=args.protocol,
             judge=judge_options(args),
+            dataset=args.dataset,
         )
     except (FileNotFoundError, ValueError) as error:
         logger.error("%s", error)

@@ -16,9 +16,13 @@ _LEVELS = ("value", "modality", "category")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-dir", help="folder holding the official TSVs (default: the official files from the Hub)"
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--data-dir",
+        help="folder holding the official TSVs or a Parquet export (default: the official files from "
+        "the Hub)",
     )
+    source.add_argument("--dataset", help="a Parquet export (gmai-hf export) on the Hub, or its folder")
     parser.add_argument("--split", default="validation", choices=schema.SPLITS, help="default: validation")
     parser.add_argument(
         "--view",
@@ -64,7 +68,7 @@ def main(args: argparse.Namespace) -> int:
     from gmai_hf.tree import build_tree
 
     try:
-        ds = load_split(args.split, args.data_dir)
+        ds = load_split(args.split, args.data_dir, dataset=args.dataset)
     except (FileNotFoundError, ValueError) as error:
         print(f"gmai-hf tree: cannot load the {args.split} split: {error}", file=sys.stderr)
         return 2

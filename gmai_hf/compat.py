@@ -1,12 +1,11 @@
 """Every difference between ``datasets`` versions that gmai-hf depends on, in one place.
 
-gmai-hf supports ``datasets`` >= 3.0 (3.x, 4.x, 5.x): 3.0 is the oldest release with everything the
-builder relies on: ``DatasetGenerationError`` raised by ``_generate_tables`` passed through
-unwrapped (so errors keep their message naming the file and question), ``num_proc`` in
-``download_and_prepare``, ``_make_split_generators_kwargs``, ``storage_options`` and ``token`` on
-builders, ``DatasetModule(module_path, hash, builder_kwargs)``, and the numpy 2 / recent pyarrow
-support that lets it install beside today's stack (2.x needs numpy < 2 for most releases). It is
-also the oldest release tested (CI runs the loading-script tests with it, see ``.ci/run``).
+gmai-hf supports ``datasets`` >= 3.0 (3.x, 4.x, 5.x). 3.0 is the oldest release CI tests (the
+loading-script suite ``tests_datasets3/`` runs under 3.0.0 and 3.6.0, see ``.ci/run``), and the
+oldest that runs the loading script the issue asked for. ``datasets`` 2.16 to 2.21 passed the same
+tests once by hand but are not claimed; older 2.x lack ``datasets.exceptions.DatasetGenerationError``,
+which :class:`gmai_hf.builder.GmaiMMBenchError` subclasses so that ``datasets`` passes it through
+unwrapped (the message naming the file and question stays the last line).
 
 Differences are detected by feature, not by version number, so a backport cannot fool them:
 
@@ -22,7 +21,7 @@ Differences are detected by feature, not by version number, so a backport cannot
   install), a stray file that cannot even be created where site-packages is read-only.
   :func:`skip_lock_files_for` drops that lock for gmai_hf's own modules (nothing rewrites them).
 - Loading scripts run only with ``datasets`` < 4 (with ``trust_remote_code=True``);
-  :data:`RUNS_LOADING_SCRIPTS` says whether this one does (docs and tests use it). The
+  :data:`RUNS_LOADING_SCRIPTS` says whether this one does (its script loader exists). The
   ``load_dataset("gmai_mmbench")`` name registered by :func:`gmai_hf.builder.register` works with
   every version: ``datasets.load.dataset_module_factory`` and ``DatasetModule(module_path, hash,
   builder_kwargs)`` have the same shape from 3.0 to 5.x.
@@ -44,13 +43,8 @@ try:  # datasets >= 4.5
 except ImportError:  # datasets 3.0 - 4.4
     _Key = None
 
-#: The installed ``datasets`` version as a tuple of ints, e.g. ``(3, 6)`` (for messages and tests).
-DATASETS_VERSION: tuple[int, ...] = tuple(
-    int(part) for part in datasets.__version__.split(".")[:2] if part.isdigit()
-)
-
 #: Whether ``datasets.load_dataset`` runs loading scripts (``trust_remote_code=True``): < 4 only.
-RUNS_LOADING_SCRIPTS: bool = DATASETS_VERSION < (4,)
+RUNS_LOADING_SCRIPTS: bool = hasattr(datasets.load, "LocalDatasetModuleFactoryWithScript")
 
 
 def table_key(shard: int, batch: int) -> Any:

@@ -1,8 +1,9 @@
 """The ``gmai_mmbench`` dataset builder: official TSVs -> Arrow cache -> ``datasets.Dataset``.
 
 The single source of truth for reading the benchmark: ``import gmai_hf`` registers it under the
-name ``gmai_mmbench`` (``datasets`` 5.x runs no loading scripts), and the loading-script form in
-``loading_script/gmai_mmbench/`` subclasses it. Files are streamed record by record
+name ``gmai_mmbench`` (``datasets`` >= 4 runs no loading scripts), and the loading-script form in
+``loading_script/gmai_mmbench/`` (``datasets`` 3.x) subclasses it. Works with ``datasets`` >= 3.0;
+every difference between versions is in :mod:`gmai_hf.compat`. Files are streamed record by record
 (:mod:`gmai_hf.tsv`) and written as Arrow tables flushed by size, so memory stays bounded
 whatever the file size; images are kept as the original bytes and decoded lazily by
 ``datasets.Image``.
@@ -24,10 +25,9 @@ from typing import Any
 
 import datasets
 import pyarrow as pa
-from datasets.builder import Key
 from datasets.exceptions import DatasetGenerationError
 
-from gmai_hf import download, schema, tsv
+from gmai_hf import compat, download, schema, tsv
 
 logger = logging.getLogger(__name__)
 
@@ -418,6 +418,10 @@ class GmaiMMBench(datasets.ArrowBasedBuilder):
     DEFAULT_CONFIG_NAME = "all"
     config: GmaiMMBenchConfig
 
+    def __init__(self, *args: Any, hash: str | None = None, **kwargs: Any) -> None:
+        # The loading script's hash covers only the script datasets copies, not the gmai_hf code it runs.
+        super().__init__(*args, hash=_with_code_hash(hash), **kwargs)
+
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
             description="GMAI-MMBench: a medical multimodal multiple-choice benchmark (VLMEvalKit TSVs).",
@@ -428,12 +432,9 @@ class GmaiMMBench(datasets.ArrowBasedBuilder):
         )
 
     def _create_builder_config(
-        self,
-        config_name: str | None = None,
-        custom_features: Any = None,
-        config_id: str | None = None,
-        **kwargs: Any,
+        self, config_name: str | None = None, custom_features: Any = None, **kwargs: Any
     ) -> tuple[datasets.BuilderConfig, str]:
+        # kwargs: the configuration's fields, and config_id where datasets passes one (4.3+)
         if kwargs.get("data_dir") is not None:
             # one cache per set of files, however the folder was spelled (relative, symlinked)
             kwargs["data_dir"] = str(Path(kwargs["data_dir"]).resolve())
@@ -442,7 +443,7 @@ class GmaiMMBench(datasets.ArrowBasedBuilder):
                 config = named.get(config_name or self.DEFAULT_CONFIG_NAME)
                 splits = kwargs.get("splits") or (config.splits if config else schema.SPLITS)
                 kwargs["signature"] = files_signature(kwargs["data_dir"], splits)
-        return super()._create_builder_config(config_name, custom_features, config_id, **kwargs)
+        return super()._create_builder_config(config_name, custom_features, **kwargs)
 
     # --- every configuration shares the single-split caches ------------------------------------
 
@@ -561,7 +562,7 @@ class GmaiMMBench(datasets.ArrowBasedBuilder):
 
     def _generate_tables(
         self, shards: Sequence[tuple[str, int, int]], split: str
-    ) -> Iterator[tuple[Key, pa.Table]]:
+    ) -> Iterator[tuple[Any, pa.Table]]:
         seen: dict[int, tuple[Path, int]] = {}
         schema_ = self.info.features.arrow_schema
         for shard_id, (path, start, end) in enumerate(shards):
@@ -572,11 +573,11 @@ class GmaiMMBench(datasets.ArrowBasedBuilder):
                     columns[name].append(value)
                 size += len(row["image"])
                 if size >= self.config.batch_bytes:
-                    yield Key(shard_id, batch), _table(columns, schema_)
+                    yield compat.table_key(shard_id, batch), _table(columns, schema_)
                     columns = {name: [] for name in schema.FEATURE_NAMES}
                     size, batch = 0, batch + 1
             if columns["index"]:
-                yield Key(shard_id, batch), _table(columns, schema_)
+                yield compat.table_key(shard_id, batch), _table(columns, schema_)
 
     def _prepare_split(
         self,
@@ -734,15 +735,26 @@ def _code_hash() -> str:
     return digest.hexdigest()[:16]
 
 
+def _with_code_hash(hash: str | None) -> str:
+    """``hash`` (the cache's last folder) with :func:`_code_hash` in it, once (idempotent: the
+    per-split builders of configuration ``all`` pass their parent's on)."""
+    code = _code_hash()
+    if hash is None or hash.endswith(code):
+        return hash or code
+    return f"{hash[:16]}-{code}"
+
+
 def register() -> None:
     """Make ``datasets.load_dataset("gmai_mmbench", ...)`` build with :class:`GmaiMMBench` (idempotent).
 
-    ``datasets`` >= 4 runs no loading scripts; ``load_dataset_builder`` looks up
-    ``dataset_module_factory`` in ``datasets.load`` at call time, so wrapping it for our name is
-    enough (and, unlike registering a packaged module, works without ``data_dir``).
+    ``datasets`` >= 4 runs no loading scripts, and this name needs no ``trust_remote_code`` with
+    any version (3.x too); ``load_dataset_builder`` looks up ``dataset_module_factory`` in
+    ``datasets.load`` at call time, so wrapping it for our name is enough (and, unlike registering
+    a packaged module, works without ``data_dir``). Version differences: :mod:`gmai_hf.compat`.
     """
     from datasets import load
 
+    compat.skip_lock_files_for(Path(__file__).resolve().parent)
     if getattr(load.dataset_module_factory, "_gmai_hf", False):
         return
     original = load.dataset_module_factory

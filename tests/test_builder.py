@@ -15,33 +15,25 @@ import yaml
 
 import gmai_hf
 from gmai_hf import builder, schema
-from gmai_hf.testing.data import encode_image, iter_rows, make_image, make_rows, write_benchmark, write_tsv
+from gmai_hf.testing.data import (
+    ARROW_SCHEMA,
+    benchmark_rows,
+    dataset_rows,
+    encode_image,
+    file_rows,
+    iter_rows,
+    make_image,
+    make_rows,
+    stored_rows,
+    write_benchmark,
+    write_tsv,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def load(data_dir: Path | str, split: str, **kwargs: Any) -> datasets.Dataset:
     return datasets.load_dataset("gmai_mmbench", data_dir=str(data_dir), split=split, **kwargs)
-
-
-def raw(ds: datasets.Dataset) -> list[dict[str, Any]]:
-    """Rows with the image as its stored bytes (no decode)."""
-    rows = ds.cast_column("image", datasets.Image(decode=False)).to_list()
-    for row in rows:
-        row["image"] = row["image"]["bytes"]
-    return rows
-
-
-def expected(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Generated rows as the dataset should hold them: references resolved, images decoded."""
-    by_index = {row["index"]: row for row in rows}
-    out = []
-    for row in rows:
-        image = row["image"]
-        while len(image) <= schema.IMAGE_REFERENCE_MAX_CHARS:
-            image = by_index[int(image)]["image"]
-        out.append({**dict.fromkeys(schema.FEATURE_NAMES), **row, "image": base64.b64decode(image)})
-    return out
 
 
 def png(seed: int = 0) -> str:
@@ -89,20 +81,23 @@ def test_features_in_contract_order(data_dir: Path, split: str) -> None:
     for name in schema.FEATURE_NAMES:
         if name not in ("index", "image"):
             assert ds.features[name] == datasets.Value("string"), name
+    assert ds.data.schema.remove_metadata() == ARROW_SCHEMA  # also checked under datasets 3.x
 
 
 def test_every_column_matches_the_files(data_dir: Path) -> None:
-    val = make_rows(40, seed=0)
-    assert raw(load(data_dir, "validation")) == expected(val)
-    test = [
-        r
-        for part in range(1, 12)
-        for r in make_rows(6, start_index=(part - 1) * 6, seed=part, with_answer=False)
-    ]
-    got = raw(load(data_dir, "test"))
-    assert got == expected(test)
+    """The same ground truth as tests_datasets3/ (the loading script under datasets 3.x)."""
+    truth = benchmark_rows(n_val=40, per_part=6, seed=0)  # conftest's data_dir
+    assert stored_rows(load(data_dir, "validation")) == truth["validation"]
+    got = stored_rows(load(data_dir, "test"))
+    assert got == truth["test"]
     assert [r["index"] for r in got] == list(range(66))  # global indices, parts in order
     assert all(r["answer"] is None for r in got)
+
+
+@pytest.mark.parametrize("split", schema.SPLITS)
+def test_sample_rows_equal_the_reader(split: str) -> None:
+    """The bundled sample through datasets equals the reader's rows (also checked under datasets 3.x)."""
+    assert stored_rows(load(gmai_hf.SAMPLE_DIR, split)) == file_rows(gmai_hf.SAMPLE_DIR, split)
 
 
 def test_images_decode_lazily_to_pil(data_dir: Path) -> None:
@@ -126,7 +121,7 @@ def test_quoting_and_missing_values(tmp_path: Path) -> None:
         ),
         row(1, question="\tleading tab", A='"', B="null", category="nan", department=None),
     ]
-    got = raw(load(val_dir(tmp_path, rows), "validation"))
+    got = stored_rows(load(val_dir(tmp_path, rows), "validation"))
     assert got[0]["question"] == 'Tab\there, "quotes", and\na newline'
     assert (got[0]["A"], got[0]["B"], got[0]["C"], got[0]["D"], got[0]["E"]) == (
         'say ""hi""',
@@ -145,8 +140,8 @@ def test_vlmevalkit_lowercase_header_in_any_order(tmp_path: Path) -> None:
     assert "clinical vqa task" in header
     # write_tsv looks columns up by feature name, except names it does not know (the lower-cased one).
     renamed = [{**r, "clinical vqa task": r["clinical_vqa_task"]} for r in rows]
-    got = raw(load(val_dir(tmp_path, renamed, header=header), "validation"))
-    assert got == expected(rows)
+    got = stored_rows(load(val_dir(tmp_path, renamed, header=header), "validation"))
+    assert got == dataset_rows(rows)
 
 
 def test_extra_columns_are_ignored(tmp_path: Path) -> None:
@@ -155,7 +150,7 @@ def test_extra_columns_are_ignored(tmp_path: Path) -> None:
     with_hint = [{**r, "hint": "ignored"} for r in rows]
     (tmp_path / schema.VAL_FILENAME).write_text("")
     write_tsv(tmp_path / schema.VAL_FILENAME, with_hint, header=header)
-    assert raw(load(tmp_path, "validation"))[0]["question"] == "question 0?"
+    assert stored_rows(load(tmp_path, "validation"))[0]["question"] == "question 0?"
 
 
 # --- Image references ---------------------------------------------------------------------------
@@ -173,7 +168,7 @@ def test_image_references_backward_forward_chained_across_ranges(tmp_path: Path,
     ]
     data = val_dir(tmp_path, rows)
     # One byte range per row or two: references must cross ranges and processes.
-    got = raw(load(data, "validation", range_bytes=64, num_proc=num_proc))
+    got = stored_rows(load(data, "validation", range_bytes=64, num_proc=num_proc))
     img10, img14 = base64.b64decode(rows[0]["image"]), base64.b64decode(rows[4]["image"])
     assert [r["image"] for r in got] == [img10, img10, img14, img10, img14, img14]
 
@@ -223,14 +218,14 @@ def test_num_proc_two_gives_the_same_rows_as_one(tmp_path: Path) -> None:
     rows = make_rows(60, seed=5)
     assert any("\n" in r["question"] for r in rows) and any('"' in r["question"] for r in rows)
     data = val_dir(tmp_path, rows)
-    one = raw(load(data, "validation", cache_dir=str(tmp_path / "c1")))
-    two = raw(load(data, "validation", cache_dir=str(tmp_path / "c2"), num_proc=2, range_bytes=2048))
-    assert one == two == expected(rows)
+    one = stored_rows(load(data, "validation", cache_dir=str(tmp_path / "c1")))
+    two = stored_rows(load(data, "validation", cache_dir=str(tmp_path / "c2"), num_proc=2, range_bytes=2048))
+    assert one == two == dataset_rows(rows)
 
 
 def test_streaming_yields_the_same_rows(data_dir: Path) -> None:
     for split in schema.SPLITS:
-        prepared = raw(load(data_dir, split))
+        prepared = stored_rows(load(data_dir, split))
         streamed = load(data_dir, split, streaming=True).cast_column("image", datasets.Image(decode=False))
         assert [{**r, "image": r["image"]["bytes"]} for r in streamed] == prepared
 
@@ -371,7 +366,7 @@ def test_regenerated_files_are_not_served_from_a_stale_cache(tmp_path: Path) -> 
     write_benchmark(tmp_path, n_val=5, test_parts=(), seed=1)
     assert len(load(tmp_path, "validation")) == 5
     write_benchmark(tmp_path, n_val=7, test_parts=(), seed=2)
-    assert raw(load(tmp_path, "validation")) == expected(make_rows(7, seed=2))
+    assert stored_rows(load(tmp_path, "validation")) == dataset_rows(make_rows(7, seed=2))
 
 
 def test_same_files_reuse_the_cache(tmp_path: Path) -> None:
@@ -494,5 +489,5 @@ def test_configuration_all_reuses_a_prepared_split(tmp_path: Path, caplog: pytes
     assert set(every) == {"validation", "test"}
     assert every["validation"].cache_files == validation.cache_files
     assert gmai_hf.load_split("test", tmp_path).cache_files == every["test"].cache_files
-    assert raw(every["validation"]) == raw(validation)
+    assert stored_rows(every["validation"]) == stored_rows(validation)
     assert len(datasets.load_dataset("gmai_mmbench", data_dir=str(tmp_path), split="test")) == 6

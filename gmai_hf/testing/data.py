@@ -14,10 +14,11 @@ import csv
 import io
 import itertools
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from PIL import Image
 
 from gmai_hf import schema
@@ -186,6 +187,30 @@ def write_tsv(
     return path
 
 
+def _benchmark_row_iters(
+    *,
+    n_val: int,
+    test_parts: Sequence[int],
+    per_part: int,
+    seed: int,
+    image_size: int,
+    noise: bool,
+) -> Iterator[tuple[str, int, Iterator[dict[str, Any]]]]:
+    """(split, test part or 0, rows) for each file of a generated benchmark, in file order."""
+    if n_val:
+        yield "validation", 0, iter_rows(n_val, seed=seed, image_size=image_size, noise=noise)
+    for part in test_parts:
+        rows = iter_rows(
+            per_part,
+            start_index=(part - 1) * per_part,
+            seed=seed + part,
+            with_answer=False,
+            image_size=image_size,
+            noise=noise,
+        )
+        yield "test", part, rows
+
+
 def write_benchmark(
     data_dir: str | Path,
     *,
@@ -203,22 +228,82 @@ def write_benchmark(
     """
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    if n_val:
-        write_tsv(
-            data_dir / schema.VAL_FILENAME,
-            iter_rows(n_val, seed=seed, image_size=image_size, noise=noise),
-        )
     name = schema.test_filename_renamed if renamed_test else schema.test_filename
-    for part in test_parts:
-        write_tsv(
-            data_dir / name(part),
-            iter_rows(
-                per_part,
-                start_index=(part - 1) * per_part,
-                seed=seed + part,
-                with_answer=False,
-                image_size=image_size,
-                noise=noise,
-            ),
-        )
+    for split, part, rows in _benchmark_row_iters(
+        n_val=n_val, test_parts=test_parts, per_part=per_part, seed=seed, image_size=image_size, noise=noise
+    ):
+        write_tsv(data_dir / (schema.VAL_FILENAME if split == "validation" else name(part)), rows)
     return data_dir
+
+
+# --- Ground truth: what a dataset built from these files must hold ---------------------------------
+#
+# Computed without ``datasets``, so the packaged builder under today's ``datasets`` and the loading
+# script under ``datasets`` 3.x (tested in two environments) are compared with the same rows.
+
+
+#: The Arrow schema of every split (``Dataset.data.schema`` without its metadata), spelled out in
+#: pyarrow rather than derived from ``datasets.Features``, whose conversion is what is being tested.
+ARROW_SCHEMA: pa.Schema = pa.schema(
+    [
+        ("index", pa.int64()),
+        *[(name, pa.string()) for name in ("question", *schema.OPTION_LETTERS, "answer")],
+        ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+        *[(name, pa.string()) for name in schema.TREE_COLUMNS],
+    ]
+)
+
+
+def dataset_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Generated rows as the dataset must hold them: every feature, image references resolved, the
+    image as its decoded bytes (what ``datasets.Image(decode=False)`` gives back)."""
+    rows = list(rows)
+    by_index = {row["index"]: row for row in rows}
+    out = []
+    for row in rows:
+        image = row["image"]
+        while len(image) <= schema.IMAGE_REFERENCE_MAX_CHARS:
+            image = by_index[int(image)]["image"]
+        out.append({**dict.fromkeys(schema.FEATURE_NAMES), **row, "image": base64.b64decode(image)})
+    return out
+
+
+def benchmark_rows(
+    *,
+    n_val: int = 40,
+    test_parts: Sequence[int] = tuple(range(1, schema.TEST_PARTS + 1)),
+    per_part: int = 6,
+    seed: int = 0,
+    image_size: int = 16,
+    noise: bool = True,
+) -> dict[str, list[dict[str, Any]]]:
+    """Per split, the rows a dataset built from :func:`write_benchmark`'s files (same arguments) holds."""
+    generated: dict[str, list[dict[str, Any]]] = {}
+    for split, _, rows in _benchmark_row_iters(
+        n_val=n_val, test_parts=test_parts, per_part=per_part, seed=seed, image_size=image_size, noise=noise
+    ):
+        generated.setdefault(split, []).extend(rows)
+    return {split: dataset_rows(rows) for split, rows in generated.items()}
+
+
+def file_rows(data_dir: str | Path, split: str) -> list[dict[str, Any]]:
+    """The rows of ``split`` in ``data_dir`` as gmai-hf's reader returns them, without ``datasets``
+    (ground truth for files that were not generated here, such as the bundled sample)."""
+    from gmai_hf import builder
+
+    seen: dict[int, tuple[Path, int]] = {}
+    return [
+        row
+        for path in builder.local_split_files(data_dir, split)
+        for row in builder.iter_rows(path, seen=seen, answers=split == "validation")
+    ]
+
+
+def stored_rows(ds: Any) -> list[dict[str, Any]]:
+    """The rows of a ``Dataset`` or ``IterableDataset``, the image as its stored bytes (not decoded)."""
+    import datasets
+
+    rows = []
+    for row in ds.cast_column("image", datasets.Image(decode=False)):
+        rows.append({**row, "image": row["image"]["bytes"]})
+    return rows

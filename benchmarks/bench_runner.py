@@ -16,12 +16,10 @@ processes on a shared machine hits all three alike. Targets: batched >= 4x loop,
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 WORK = Path(tempfile.mkdtemp(prefix="bench-runner-"))
@@ -30,43 +28,11 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ["HF_DATASETS_CACHE"] = str(WORK / "cache")  # before datasets is imported: it reads it once
 
 import datasets  # noqa: E402
+from timing import device, loop_questions_per_s, timed_run  # noqa: E402
 
-from gmai_hf import prompts, protocols, runner  # noqa: E402
-from gmai_hf.backends import Question, load_backend  # noqa: E402
+from gmai_hf import protocols  # noqa: E402
 from gmai_hf.testing.data import write_benchmark  # noqa: E402
 from gmai_hf.testing.models import TINY_MODELS  # noqa: E402
-
-
-def loop_questions_per_s(
-    model: str, data_dir: Path, questions: int, max_new_tokens: int, protocol: str
-) -> float:
-    """VLMEvalKit's way: one question at a time, preparation and generation in turn."""
-    config = runner.RunConfig(
-        model=model, output_dir=data_dir, data_dir=str(data_dir), limit=questions, protocol=protocol
-    )
-    loaded = runner.load_questions(config)
-    backend = load_backend("transformers", model, _device(), reserved_tokens=max_new_tokens)
-    prepare = backend.preparer()
-    start = time.perf_counter()
-    for row in loaded.ds:
-        row = protocols.present_row(row, config.protocol)
-        image = protocols.image_bytes(runner.stored_image(row["image"], row["index"]), config.protocol)
-        question = Question(row["index"], prompts.build_prompt(row), prompts.present_options(row), image)
-        backend.generate([prepare(question)], max_new_tokens)
-    return questions / (time.perf_counter() - start)
-
-
-def runner_questions_per_s(model: str, data_dir: Path, out: Path, **settings: object) -> float:
-    config = runner.RunConfig(model=model, output_dir=out, data_dir=str(data_dir), **settings)
-    if runner.run(config) != 0:
-        raise RuntimeError(f"the run in {out} failed")
-    return float(json.loads((out / "results.json").read_text())["run"]["questions_per_s"])
-
-
-def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def main() -> None:
@@ -116,15 +82,15 @@ def main() -> None:
                 loop_questions_per_s(model, data_dir, args.questions, args.max_new_tokens, args.protocol),
             )
             out = work / f"batched{round_}"
-            batched = max(batched, runner_questions_per_s(model, data_dir, out, **common))
+            batched = max(batched, timed_run(model, data_dir, out, **common)["questions_per_s"])
             out = work / f"likelihood{round_}"
             likelihood = max(
-                likelihood, runner_questions_per_s(model, data_dir, out, mode="likelihood", **common)
+                likelihood, timed_run(model, data_dir, out, mode="likelihood", **common)["questions_per_s"]
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(
-        f"model {args.model} on {_device()}, {args.questions} questions, {args.image_size}px PNG, "
+        f"model {args.model} on {device()}, {args.questions} questions, {args.image_size}px PNG, "
         f"batch {args.batch_size}, max_new_tokens {args.max_new_tokens}, protocol {args.protocol}, "
         f"torch threads {args.threads or 'default'}, best of {args.repeat}"
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 from gmai_hf import SAMPLE_DIR, prompts, protocols, schema
 from gmai_hf.backends import BACKENDS, backend_for
 from gmai_hf.backends.base import MODES
-from gmai_hf.backends.hf import DTYPES
+from gmai_hf.backends.hf import DEVICE_MAPS, DTYPES
 from gmai_hf.matching import MATCHING_MODES
 from gmai_hf.runner import RunConfig
 
@@ -86,9 +86,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=batch_size_arg,
         default=8,
-        help="questions per forward pass per process (default 8; halved on out-of-memory)",
+        help="questions per forward pass per process, or auto (start at 64 on a GPU); halved for the rest "
+        "of the run on out-of-memory (default 8)",
     )
     parser.add_argument(
         "--max-new-tokens",
@@ -146,6 +147,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="DataLoader workers per process that decode and preprocess images (default: from the CPU count)",
     )
+    parser.add_argument(
+        "--device-map",
+        choices=DEVICE_MAPS,
+        help="auto: spread one copy of the model over several GPUs (accelerate's big-model inference) "
+        "for models larger than one GPU; default: one whole copy per process",
+    )
+    parser.add_argument(
+        "--gpus-per-process",
+        type=int,
+        metavar="N",
+        help="GPUs each process spreads its copy over (implies --device-map auto): 8 GPUs, 2 per process, "
+        "`accelerate launch --num_processes 4` run 4 copies (default with --device-map auto: the node's "
+        "GPUs shared evenly)",
+    )
     add_openai_arguments(parser)
     add_judge_arguments(parser)
     parser.add_argument(
@@ -155,6 +170,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where answers, predictions.jsonl, results.json, report.md (and submission.xlsx) go; "
         "rerunning the same command resumes there",
     )
+
+
+def batch_size_arg(value: str) -> int | str:
+    """``--batch-size``: a positive number, or ``auto``."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is neither a number nor 'auto'") from None
 
 
 def add_openai_arguments(parser: argparse.ArgumentParser) -> None:
@@ -270,6 +295,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         seed=args.seed,
         trust_remote_code=args.trust_remote_code,
         num_workers=args.num_workers,
+        device_map=args.device_map,
+        gpus_per_process=args.gpus_per_process,
     )
 
 

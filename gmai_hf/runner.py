@@ -81,7 +81,8 @@ class RunConfig:
     split: str = "validation"
     selection: dict[str, list[str]] = field(default_factory=dict)
     limit: int | None = None
-    batch_size: int = 8
+    #: Questions per forward pass per process, or ``"auto"`` (see :func:`initial_batch_size`).
+    batch_size: int | str = 8
     max_new_tokens: int = 2048
     mode: str = "generate"
     prompt: str = "vlmevalkit"
@@ -91,6 +92,9 @@ class RunConfig:
     seed: int = 0
     trust_remote_code: bool = False
     num_workers: int | None = None
+    #: ``auto``: one copy of the model spread over this process's GPUs (``--gpus-per-process``).
+    device_map: str | None = None
+    gpus_per_process: int | None = None
     matching: str = "vlmevalkit"
     #: Backend options (e.g. the ``openai`` backend's base URL, concurrency, retries).
     backend_options: dict[str, Any] = field(default_factory=dict)
@@ -114,11 +118,23 @@ class RunConfig:
                 self.protocol in protocols.PROTOCOLS,
                 f"--protocol {self.protocol!r}: choose one of {', '.join(protocols.PROTOCOLS)}",
             ),
-            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (
+                self.batch_size == "auto" or (isinstance(self.batch_size, int) and self.batch_size >= 1),
+                f"--batch-size must be a number of at least 1 or 'auto', got {self.batch_size!r}",
+            ),
             (
                 self.backend != "openai" or self.mode == "generate",
                 "--mode likelihood needs the model's next-token probabilities, which chat-completions "
                 "servers do not give for images: use --mode generate with --backend openai",
+            ),
+            (
+                self.backend == "transformers" or (self.device_map is None and self.gpus_per_process is None),
+                "--device-map and --gpus-per-process place a transformers model; "
+                f"the {self.backend} backend has none",
+            ),
+            (
+                self.gpus_per_process is None or self.gpus_per_process >= 1,
+                f"--gpus-per-process must be at least 1, got {self.gpus_per_process}",
             ),
             (self.max_new_tokens >= 1, f"--max-new-tokens must be at least 1, got {self.max_new_tokens}"),
             (self.limit is None or self.limit >= 1, f"--limit must be at least 1, got {self.limit}"),
@@ -198,6 +214,18 @@ def check_resume_config(shards_dir: Path, config: RunConfig) -> None:
 def _short(value: Any, limit: int = 120) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: Where ``--batch-size auto`` starts on a GPU; each out-of-memory error halves it for the run.
+AUTO_BATCH_START = 64
+
+
+def initial_batch_size(batch_size: int | str, device: Any) -> int:
+    """The batch a run starts with: ``auto`` starts high on a GPU, where running out of memory is a
+    clean error that halves it; on the CPU it is never signalled (the machine swaps), so 8."""
+    if batch_size != "auto":
+        return int(batch_size)
+    return AUTO_BATCH_START if str(device).startswith("cuda") else 8
 
 
 def plan_batches(costs: Mapping[int, int], batch_size: int) -> list[list[int]]:
@@ -463,7 +491,7 @@ class Runner:
             if answered.get(int(row["index"]), {"error": "missing"}).get("error")
         }
         retried = sum(index in answered for index in costs)
-        batches = plan_batches(costs, config.batch_size)
+        batches = plan_batches(costs, initial_batch_size(config.batch_size, self.state.device))
         plan = {
             "token": token,
             "processes": self.processes,
@@ -496,8 +524,10 @@ class Runner:
             trust_remote_code=config.trust_remote_code,
             reserved_tokens=config.max_new_tokens if config.mode == "generate" else 1,
             options=config.backend_options,
+            device_map=config.device_map,
+            gpus_per_process=config.gpus_per_process,
         )
-        backend.batch_limit = config.batch_size
+        backend.batch_limit = initial_batch_size(config.batch_size, self.state.device)
         self.backend_info = backend.describe()
         self.answer_started = time.time()
         workers = config.num_workers

@@ -43,6 +43,8 @@ def load_backend(
     trust_remote_code: bool = False,
     reserved_tokens: int = 1,
     options: dict[str, Any] | None = None,
+    device_map: str | None = None,
+    gpus_per_process: int | None = None,
 ) -> Backend:
     """The engine for ``--backend`` / ``--model`` (see :func:`backend_for`)."""
     backend = backend_for(backend, model)
@@ -57,5 +59,11 @@ def load_backend(
     from gmai_hf.backends.hf import HFBackend
 
     return HFBackend(
-        model, device, dtype=dtype, trust_remote_code=trust_remote_code, reserved_tokens=reserved_tokens
+        model,
+        device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        reserved_tokens=reserved_tokens,
+        device_map=device_map,
+        gpus_per_process=gpus_per_process,
     )

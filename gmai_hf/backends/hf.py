@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,32 @@ SELF_FORMATTING_PROCESSORS = frozenset({"PaliGemmaProcessor"})
 TRAINING_KEYS = frozenset({"labels"})
 
 DTYPES: tuple[str, ...] = ("auto", "bfloat16", "float16", "float32")
+
+#: ``--device-map`` values: ``auto`` spreads one copy of the model over this process's GPUs.
+DEVICE_MAPS: tuple[str, ...] = ("auto",)
+
+
+def process_gpus(
+    local_rank: int, local_processes: int, gpu_count: int, gpus_per_process: int | None
+) -> list[int]:
+    """The GPUs one copy of the model spreads over, for ``--device-map auto``.
+
+    Process ``local_rank`` of the node's ``local_processes`` takes the ``gpus_per_process``
+    consecutive GPUs from ``local_rank * gpus_per_process`` (default: the node's GPUs shared out
+    evenly), so 8 GPUs with 2 per process hold 4 copies. No GPU: an empty list (the CPU).
+    """
+    if gpu_count == 0:
+        if gpus_per_process:
+            raise ValueError(f"--gpus-per-process {gpus_per_process}: no GPU is visible to this process")
+        return []
+    per = max(gpus_per_process or gpu_count // local_processes, 1)
+    if local_processes * per > gpu_count:
+        raise ValueError(
+            f"{local_processes} process(es) on this node with {per} GPU(s) each need "
+            f"{local_processes * per} GPUs; {gpu_count} are visible: launch fewer processes "
+            f"(accelerate launch --num_processes {max(gpu_count // per, 1)}) or lower --gpus-per-process"
+        )
+    return list(range(local_rank * per, (local_rank + 1) * per))
 
 
 class HFPreparer:
@@ -173,12 +200,18 @@ class HFBackend(Backend):
         dtype: str = "auto",
         trust_remote_code: bool = False,
         reserved_tokens: int = 1,
+        device_map: str | None = None,
+        gpus_per_process: int | None = None,
     ) -> None:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         self.torch = torch
-        self.device = torch.device(device)
+        placement = self._placement(device, device_map, gpus_per_process)
+        # inputs go where the model starts (its embeddings); accelerate's hooks move them on
+        self.device = torch.device(
+            device if placement["device_map"] != "auto" else self._first_device(placement)
+        )
         local = locate_model(model_id)
         self.processor = AutoProcessor.from_pretrained(
             model_id, trust_remote_code=trust_remote_code, local_files_only=local
@@ -206,12 +239,12 @@ class HFBackend(Backend):
             (i for i in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id) if i is not None), 0
         )
         self.dtype = self._resolve_dtype(dtype)
-        # weights go straight to this process's device (no full copy in host memory per process)
+        # weights go straight to this process's device(s) (no full copy in host memory per process)
         kwargs = {
             "dtype": self.dtype,
             "trust_remote_code": trust_remote_code,
-            "device_map": str(self.device),
             "local_files_only": local,
+            **placement,
         }
         try:
             try:
@@ -241,6 +274,29 @@ class HFBackend(Backend):
         forward = inspect.signature(self.model.forward).parameters
         self.keeps_logits = "logits_to_keep" in forward
         self._letter_ids: dict[str, list[int]] | None = None
+
+    def _placement(self, device: Any, device_map: str | None, gpus_per_process: int | None) -> dict[str, Any]:
+        """``from_pretrained``'s ``device_map`` (and ``max_memory``): one device, or this process's GPUs."""
+        torch = self.torch
+        if device_map is None and gpus_per_process is None:
+            return {"device_map": str(device)}
+        if device_map not in (None, *DEVICE_MAPS):
+            raise ValueError(f"--device-map {device_map!r}: choose one of {', '.join(DEVICE_MAPS)}")
+        gpus = process_gpus(
+            int(os.environ.get("LOCAL_RANK", 0)),
+            int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
+            torch.cuda.device_count() if torch.cuda.is_available() else 0,
+            gpus_per_process,
+        )
+        if not gpus:
+            return {"device_map": "auto"}  # no GPU: accelerate keeps it all on the CPU
+        # only this process's GPUs, each with what is free on it (accelerate balances the layers)
+        return {"device_map": "auto", "max_memory": {gpu: torch.cuda.mem_get_info(gpu)[0] for gpu in gpus}}
+
+    @staticmethod
+    def _first_device(placement: dict[str, Any]) -> str:
+        memory = placement.get("max_memory")
+        return f"cuda:{min(memory)}" if memory else "cpu"
 
     def _resolve_dtype(self, dtype: str) -> Any:
         torch = self.torch
@@ -339,13 +395,23 @@ class HFBackend(Backend):
         return choices
 
     def is_out_of_memory(self, error: BaseException) -> bool:
-        return isinstance(error, self.torch.cuda.OutOfMemoryError)
+        if not isinstance(error, self.torch.cuda.OutOfMemoryError):
+            return False
+        self.torch.cuda.empty_cache()  # give the failed batch's blocks back before the smaller one
+        return True
+
+    def _devices(self) -> list[Any]:
+        """Where the weights are: the device map's devices when spread, else the one device."""
+        device_map = getattr(self.model, "hf_device_map", None) or {"": self.device}
+        return [f"cuda:{d}" if isinstance(d, int) else d for d in device_map.values()]
 
     def describe(self) -> dict[str, Any]:
         return {
             "engine": "transformers",
             "architecture": type(self.model).__name__,
             "dtype": str(self.dtype).removeprefix("torch."),
-            "device": str(self.device),
+            "device": ",".join(sorted({str(d) for d in self._devices()})),
             "attention": getattr(self.model.config, "_attn_implementation", None),
+            # where --batch-size auto (or an out-of-memory halving) ended up
+            "batch_size": self.batch_limit,
         }

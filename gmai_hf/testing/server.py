@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,12 +52,21 @@ def _command() -> list[str]:
 
 
 @contextmanager
-def serve(model_dir: str | Path, log: str | Path, ready_timeout_s: float = 180.0) -> Iterator[Server]:
-    """``transformers serve MODEL_DIR`` on 127.0.0.1 (CPU, offline), ready when yielded; stopped after."""
+def serve(
+    model_dir: str | Path,
+    log: str | Path,
+    ready_timeout_s: float = 180.0,
+    device: str = "cpu",
+    extra_args: Sequence[str] = (),
+) -> Iterator[Server]:
+    """``transformers serve MODEL_DIR`` on 127.0.0.1 (offline), ready when yielded; stopped after.
+
+    ``extra_args`` go to the server as they are (the GPU benchmark adds ``--continuous-batching``).
+    """
     port = free_port()
     model = str(model_dir)
     command = [*_command(), "serve", model, "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--device", "cpu", "--log-level", "error"]
+    command += ["--device", device, "--log-level", "error", *extra_args]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     log = Path(log)
     with log.open("wb") as output:

@@ -1,0 +1,69 @@
+"""What the runner benchmarks share: VLMEvalKit's one-question-at-a-time loop, and a timed run.
+
+Imported by the benchmark scripts after they have set the ``HF_*`` environment (``datasets``
+reads it once, on import).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from gmai_hf import prompts, protocols, runner
+from gmai_hf.backends import Question, load_backend
+
+
+def device() -> str:
+    """``cuda`` when a GPU is present, else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def loop_questions_per_s(
+    model: str,
+    data_dir: Path,
+    questions: int,
+    max_new_tokens: int,
+    protocol: str = protocols.DEFAULT_PROTOCOL,
+) -> float:
+    """VLMEvalKit's way: one question at a time, image preparation and generation in turn.
+
+    One question is answered first, untimed, so that kernels and the allocator are warm, as they
+    are for a run that comes after it in the same process.
+    """
+    config = runner.RunConfig(
+        model=model, output_dir=data_dir, data_dir=str(data_dir), limit=questions, protocol=protocol
+    )
+    rows = list(runner.load_questions(config).ds)
+    backend = load_backend("transformers", model, device(), reserved_tokens=max_new_tokens)
+    prepare = backend.preparer()
+
+    def answer(row: dict[str, Any]) -> None:
+        row = protocols.present_row(row, config.protocol)
+        image = protocols.image_bytes(runner.stored_image(row["image"], row["index"]), config.protocol)
+        question = Question(row["index"], prompts.build_prompt(row), prompts.present_options(row), image)
+        backend.generate([prepare(question)], max_new_tokens)
+
+    answer(rows[0])
+    start = time.perf_counter()
+    for row in rows:
+        answer(row)
+    return len(rows) / (time.perf_counter() - start)
+
+
+def timed_run(model: str, data_dir: Path, out: Path, **settings: Any) -> dict[str, Any]:
+    """``gmai-hf run`` in this process: questions/s of answering (loading excluded) and the batch
+    size the engine ended with; the output folder is removed after."""
+    config = runner.RunConfig(model=model, output_dir=out, data_dir=str(data_dir), **settings)
+    if runner.run(config) != 0:
+        raise RuntimeError(f"the run in {out} failed")
+    recorded = json.loads((out / "results.json").read_text())["run"]
+    shutil.rmtree(out)
+    return {
+        "questions_per_s": float(recorded["questions_per_s"]),
+        "batch_size": (recorded.get("engine") or {}).get("batch_size"),
+    }

@@ -71,6 +71,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "sliding_window": 1024,
             "query_pre_attn_scalar": 256,
             "max_position_embeddings": 131072,
+            # five sliding-window layers, then one global, as in the checkpoint
+            "layer_types": ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(34)],
         },
         "vision": {
             "hidden_size": 1152,
@@ -94,6 +96,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "num_key_value_heads": 4,
             "vocab_size": 152064,
             "max_position_embeddings": 128000,
+            "layer_types": ["full_attention"] * 28,
             "rope_parameters": {
                 "rope_type": "default",
                 "rope_theta": 1_000_000.0,
@@ -114,10 +117,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def build_real(name: str, folder: Path, device: str) -> Path:
-    """A real-size model with random weights (bf16, built on ``device``) and its processor, saved."""
-    import torch
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+def real_config(name: str, folder: Path) -> Any:
+    """The preset's real-size configuration; its processor (tokenizer, template, image sizes) saved in
+    ``folder``."""
+    from transformers import AutoConfig, AutoProcessor
 
     preset = PRESETS[name]
     TINY_MODELS[preset["tiny"]](folder)  # the processor, tokenizer and template; the model is replaced
@@ -134,6 +137,15 @@ def build_real(name: str, folder: Path, device: str) -> Path:
     for key, value in preset.get("processor", {}).items():
         setattr(processor, key, value)
     processor.save_pretrained(folder)
+    return config
+
+
+def build_real(name: str, folder: Path, device: str) -> Path:
+    """A real-size model with random weights (bf16, built on ``device``) and its processor, saved."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    config = real_config(name, folder)
     torch.manual_seed(0)
     with torch.device(device):
         model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
@@ -142,6 +154,33 @@ def build_real(name: str, folder: Path, device: str) -> Path:
     if device == "cuda":
         torch.cuda.empty_cache()
     return folder
+
+
+def dry_run() -> list[dict[str, Any]]:
+    """Each preset on the meta device (no memory, no weights): its size, and the tokens a 1024x768
+    image with a short question becomes, to check the configuration before a GPU is spent on it."""
+    import torch
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    rows = []
+    for name in PRESETS:
+        folder = WORK / "models" / name
+        config = real_config(name, folder)
+        with torch.device("meta"):
+            model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
+        processor = AutoProcessor.from_pretrained(folder)
+        messages = [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which organ?"}]}
+        ]
+        text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        inputs = processor(images=[[Image.new("RGB", (1024, 768))]], text=[text], return_tensors="pt")
+        parameters = sum(p.numel() for p in model.parameters())
+        rows.append(
+            {"model": name, "parameters": parameters, "prompt_tokens": int(inputs["input_ids"].shape[1])}
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 def write_questions(folder: Path, n: int, sizes: tuple[int, int], seed: int = 0) -> Path:
@@ -293,9 +332,20 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight to the server")
     parser.add_argument("--no-server", action="store_true", help="skip the transformers serve method")
     parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="only build each preset on the meta device: size and tokens"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     datasets.disable_progress_bars()
+    if args.dry_run:
+        try:
+            rows = dry_run()
+        finally:
+            shutil.rmtree(WORK, ignore_errors=True)
+        if args.json:
+            args.json.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+        return 0
     tiny = args.tiny
     args.questions = args.questions or (12 if tiny else 256)
     args.loop_questions = args.loop_questions or (4 if tiny else 24)

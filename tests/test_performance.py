@@ -59,6 +59,24 @@ def test_gpu_benchmark_runs_every_method_on_the_cpu(tmp_path: Path) -> None:
     assert "batched" in done.stdout and "VAL s" in done.stdout  # the printed table
 
 
+def test_gpu_presets_are_the_real_sizes(tmp_path: Path) -> None:
+    """What the GPU run would build, on the meta device: MedGemma-4B is 4.3B parameters, Qwen2.5-VL-7B
+    8.3B; a 1024x768 image is 256 image tokens for Gemma 3 and about 1,000 for Qwen2.5-VL."""
+    out = tmp_path / "dry.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--dry-run", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {row["model"]: row for row in json.loads(out.read_text())["rows"]}
+    assert rows["medgemma-4b"]["parameters"] == pytest.approx(4.30e9, rel=0.02)
+    assert rows["qwen2.5-vl-7b"]["parameters"] == pytest.approx(8.29e9, rel=0.02)
+    assert 256 < rows["medgemma-4b"]["prompt_tokens"] < 300
+    assert 900 < rows["qwen2.5-vl-7b"]["prompt_tokens"] < 1100
+
+
 @pytest.mark.parametrize(
     ("rank", "processes", "gpus", "per", "expected"),
     [

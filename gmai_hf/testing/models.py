@@ -497,7 +497,6 @@ def build_tiny_internvl(path: str | Path, seed: int = 0) -> Path:
         InternVLProcessor,
         InternVLVideoProcessor,
         InternVLVisionConfig,
-        Qwen2Config,
     )
 
     named = {
@@ -523,14 +522,7 @@ def build_tiny_internvl(path: str | Path, seed: int = 0) -> Path:
     special = tokenizer.convert_tokens_to_ids
     config = InternVLConfig(
         vision_config=InternVLVisionConfig(**_tiny_vision(image_size=tile)),
-        text_config=Qwen2Config(
-            **_tiny_text(
-                len(tokenizer),
-                bos_token_id=special("<|endoftext|>"),
-                eos_token_id=[special("<|im_end|>"), special("<|endoftext|>")],
-                pad_token_id=special("<|endoftext|>"),
-            )
-        ),
+        text_config=_qwen2_text(tokenizer),
         image_token_id=special("<IMG_CONTEXT>"),
         image_seq_length=tokens_per_tile,
         downsample_ratio=downsample_ratio,
@@ -555,7 +547,6 @@ def build_tiny_llava_onevision(path: str | Path, seed: int = 0) -> Path:
         LlavaOnevisionImageProcessorPil,
         LlavaOnevisionProcessor,
         LlavaOnevisionVideoProcessor,
-        Qwen2Config,
         SiglipVisionConfig,
     )
 
@@ -575,14 +566,7 @@ def build_tiny_llava_onevision(path: str | Path, seed: int = 0) -> Path:
     special = tokenizer.convert_tokens_to_ids
     config = LlavaOnevisionConfig(
         vision_config=SiglipVisionConfig(**_tiny_vision(vision_use_head=False)),
-        text_config=Qwen2Config(
-            **_tiny_text(
-                len(tokenizer),
-                bos_token_id=special("<|endoftext|>"),
-                eos_token_id=[special("<|im_end|>"), special("<|endoftext|>")],
-                pad_token_id=special("<|endoftext|>"),
-            )
-        ),
+        text_config=_qwen2_text(tokenizer),
         image_token_index=special("<image>"),
         video_token_index=special("<video>"),
         vision_feature_select_strategy="full",
@@ -590,6 +574,21 @@ def build_tiny_llava_onevision(path: str | Path, seed: int = 0) -> Path:
         image_grid_pinpoints=pinpoints,
     )
     return _save(path, processor, lambda: LlavaOnevisionForConditionalGeneration(config), seed, torch)
+
+
+def _qwen2_text(tokenizer: Any) -> Any:
+    """A tiny Qwen2 language model config for a tokenizer of :func:`_qwen_tokenizer`."""
+    from transformers import Qwen2Config
+
+    special = tokenizer.convert_tokens_to_ids
+    return Qwen2Config(
+        **_tiny_text(
+            len(tokenizer),
+            bos_token_id=special("<|endoftext|>"),
+            eos_token_id=[special("<|im_end|>"), special("<|endoftext|>")],
+            pad_token_id=special("<|endoftext|>"),
+        )
+    )
 
 
 def _save(path: str | Path, processor: Any, make_model: Callable[[], Any], seed: int, torch: Any) -> Path:

@@ -71,18 +71,29 @@ class GmaiMMBenchError(DatasetGenerationError, ValueError):
 # --- Locating the files ---------------------------------------------------------------------------
 
 
-def local_split_files(data_dir: str | os.PathLike[str], split: str) -> list[Path]:
-    """The files of ``split`` present in ``data_dir``, in order; warns which test parts are missing."""
-    data_dir = Path(data_dir)
-    found, missing = [], []
+def _find_split_files(
+    data_dir: Path, split: str
+) -> tuple[list[Path], list[int], list[tuple[list[str], Path]]]:
+    """The files of ``split`` present in ``data_dir`` (in order), the parts missing, and the parts
+    found under two names: the lookup alone, without a word (fingerprints call it often)."""
+    found, missing, doubled = [], [], []
     for part, names in enumerate(download.official_names(split), start=1):
         present = [data_dir / name for name in names if (data_dir / name).is_file()]
         if present:
-            if len(present) > 1:
-                logger.warning("%s: both %s exist; reading %s", data_dir, names, present[0].name)
             found.append(present[0])
+            if len(present) > 1:
+                doubled.append((names, present[0]))
         else:
             missing.append(part)
+    return found, missing, doubled
+
+
+def local_split_files(data_dir: str | os.PathLike[str], split: str) -> list[Path]:
+    """The files of ``split`` present in ``data_dir``, in order; warns which test parts are missing."""
+    data_dir = Path(data_dir)
+    found, missing, doubled = _find_split_files(data_dir, split)
+    for names, read in doubled:
+        logger.warning("%s: both %s exist; reading %s", data_dir, names, read.name)
     if split == "test" and found and missing:
         logger.warning(
             "%s: test parts %s of %d are missing; loading the %d present",
@@ -109,7 +120,7 @@ def files_signature(data_dir: str | os.PathLike[str], splits: Sequence[str] = sc
     regenerated files get a new cache and one file reached by two spellings of a path shares one."""
     digest = hashlib.md5(usedforsecurity=False)
     for split in splits:
-        for path in local_split_files(data_dir, split):
+        for path in _find_split_files(Path(data_dir), split)[0]:
             stat = path.stat()
             digest.update(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns};".encode())
     return digest.hexdigest()[:16]

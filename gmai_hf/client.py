@@ -151,8 +151,12 @@ class ChatClient:
         try:
             return float(value)
         except ValueError:
+            pass
+        try:  # an HTTP date; anything else is ignored (the usual backoff applies)
             when = email.utils.parsedate_to_datetime(value)
-            return None if when is None else max(0.0, when.timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())
 
     async def _one(self, client: Any, request: Request) -> Reply:
         key, messages, max_tokens = request

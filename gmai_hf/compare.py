@@ -132,8 +132,8 @@ def compare(a: Run, b: Run, alpha: float = paired.ALPHA) -> dict[str, Any]:
     paired.adjust(nodes, groups, alpha)
     decisive = paired.smallest_decisive(alpha)
     return {
-        "a": {"label": a.label, "path": str(a.path), "settings": settings(a)},
-        "b": {"label": b.label, "path": str(b.path), "settings": settings(b)},
+        "a": {"label": a.label, "path": str(origin(a)), "settings": settings(a)},
+        "b": {"label": b.label, "path": str(origin(b)), "settings": settings(b)},
         "split": a.split,
         "questions": len(shared),
         "note": note,
@@ -300,6 +300,11 @@ def _short(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
+def origin(run: Run) -> Path:
+    """Where a run came from: its folder, or the prediction file ``gmai-hf score`` read for it."""
+    return Path(run.info.get("source") or run.path)
+
+
 def write_comparison(
     run_a: str | Path, run_b: str | Path, output_dir: str | Path, alpha: float = paired.ALPHA
 ) -> list[Path]:
@@ -308,7 +313,7 @@ def write_comparison(
 
     a, b = load_run(run_a), load_run(run_b)
     if a.label == b.label:
-        a.label, b.label = f"{a.label} ({a.path.name})", f"{b.label} ({b.path.name})"
+        a.label, b.label = f"{a.label} ({origin(a).name})", f"{b.label} ({origin(b).name})"
     result = compare(a, b, alpha)
     if result["settings_differ"]:
         logger.warning(

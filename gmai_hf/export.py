@@ -253,9 +253,7 @@ def card(info: Any, splits: dict[str, dict[str, Any]], provenance: dict[str, Any
         "pretty_name": "GMAI-MMBench",
         "tags": ["medical", "multimodal", "benchmark", "vision-language"],
         "task_categories": ["visual-question-answering", "multiple-choice"],
-        "size_categories": [
-            "10K<n<100K" if sum(s["num_examples"] for s in splits.values()) >= 10_000 else "1K<n<10K"
-        ],
+        "size_categories": [_size_category(sum(s["num_examples"] for s in splits.values()))],
         "configs": [
             {
                 "config_name": "default",

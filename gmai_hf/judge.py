@@ -152,7 +152,10 @@ class Judge:
         self.max_tokens = max_tokens
         # VLMEvalKit reads its judge's reply with the can_infer of its time
         self.reply_mode = "vlmevalkit-2024" if matching_mode == "vlmevalkit-2024" else "vlmevalkit"
-        identity = hashlib.sha256(f"{self.client.base_url}\n{model}".encode()).hexdigest()[:12]
+        # a verdict is the reply as read in reply_mode: one cache per endpoint, model and mode
+        identity = hashlib.sha256(f"{self.client.base_url}\n{model}\n{self.reply_mode}".encode()).hexdigest()[
+            :12
+        ]
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", model)[-60:]
         self.cache_path = Path(cache_dir or default_cache_dir()) / f"{name}-{identity}.jsonl"
         self._cache = self._load_cache()
@@ -232,7 +235,7 @@ class Judge:
                     continue
                 text = reply.text or ""
                 item.replies.append(text)
-                letter = matching.can_infer(text, item.choices, self.reply_mode)
+                letter = matching.infer_choices(text, item.choices, self.reply_mode)
                 if letter:
                     verdicts[item.position] = Verdict(str(letter), item.replies)
                     self._remember(item, str(letter))

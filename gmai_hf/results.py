@@ -80,7 +80,7 @@ def build_records(
         [text if ok else None for text, ok in zip(texts, readable, strict=True)],
         choices,
         matching,
-        judge if any(readable) else None,
+        judge,
         [row.get("question") for row in rows],
     )
     records = []

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from gmai_hf import identity, prompts, protocols, schema
-from gmai_hf.backends import Failed, Prepared, Question, QuestionError, load_backend
+from gmai_hf.backends import Failed, Prepared, Question, QuestionError, backend_for, load_backend
 from gmai_hf.backends.base import MODES
 from gmai_hf.processes import (
     Heartbeat,
@@ -104,6 +104,9 @@ class RunConfig:
     data_files: list[list[Any]] | None = None
 
     def validate(self) -> None:
+        """Refuse impossible settings; resolve the backend as the command line does (``--model
+        random`` is the random baseline), so the resume key is the same however the run was started."""
+        self.backend = backend_for(self.backend, self.model)
         checks = [
             (
                 self.split in schema.SPLITS,

@@ -61,14 +61,16 @@ def choose(
     """The letter each prediction chooses (None: none, or a refusal), and how it was found.
 
     Exact matching first; what it cannot read at all (``can_infer`` False, not a refusal) goes to
-    ``judge`` when one is given, as VLMEvalKit does. ``how`` is one of :data:`MATCHED_BY` or None.
+    ``judge`` when one is given, as VLMEvalKit does. A ``None`` prediction is a question that got no
+    answer (it failed): nothing to read, so it is never judged. ``how`` is one of :data:`MATCHED_BY`
+    or None.
     """
     raw = [infer_choices(p, c, matching) for p, c in zip(predictions, choices, strict=True)]
     how: list[str | None] = ["exact" if value else None for value in raw]
     if judge is not None:
         if questions is None:
             raise ValueError("the judge needs each question's text: pass questions=[...]")
-        unread = [i for i, value in enumerate(raw) if value is False]
+        unread = [i for i, value in enumerate(raw) if value is False and predictions[i] is not None]
         items = [(str(questions[i] or ""), choices[i], str(predictions[i] or "")) for i in unread]
         for i, verdict in zip(unread, judge.decide(items), strict=True):
             raw[i] = verdict.letter or False

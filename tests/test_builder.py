@@ -184,6 +184,7 @@ def test_renamed_test_parts_and_missing_parts_warning(
         ds = load(tmp_path, "test")
     assert ds["index"] == [*range(0, 8), *range(16, 20)]
     assert "test parts [3, 4, 6, 7, 8, 9, 10, 11] of 11 are missing" in caplog.text
+    assert caplog.text.count("are missing") == 1  # said once, not once per cache fingerprint
 
 
 def test_split_without_file_lists_what_was_looked_for(tmp_path: Path) -> None:

@@ -213,6 +213,7 @@ def test_prediction_files_are_scored_then_compared(tmp_path: Path, data_dir: Pat
     )
     result = json.loads((out / "comparison.json").read_text())
     assert result["questions"] == 40 and result["a"]["label"] == "A" and result["b"]["label"] == "B"
+    assert result["a"]["path"] == str(tmp_path / "A.jsonl")  # the file compared, not a scratch folder
 
 
 def test_a_report_of_several_runs_marks_those_below_the_best(tmp_path: Path) -> None:

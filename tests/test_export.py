@@ -68,6 +68,7 @@ def test_the_hub_layout_and_card(exported: Path) -> None:
         "validation": 40,
         "test": 66,
     }
+    assert card["size_categories"] == ["n<1K"]  # the Hub's bucket for these 106 questions
     assert card["license"] == "apache-2.0" and "visual-question-answering" in card["task_categories"]
     assert "## The lexical tree" in text and "@misc{chen2024gmaimmbench" in text
     provenance = json.loads((exported / "gmai_hf.json").read_text())

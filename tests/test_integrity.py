@@ -345,6 +345,8 @@ def test_a_hub_that_cannot_be_reached_is_said_at_once(monkeypatch: pytest.Monkey
 def test_random_in_any_case_is_the_baseline(tmp_path: Path, name: str) -> None:
     results = _run(tmp_path, SAMPLE_DIR, model=name, limit=5, backend="transformers")
     assert results["run"]["engine"]["engine"] == "random"
+    # recorded as the command line records it, so `gmai-hf run --model random` resumes this folder
+    assert results["run"]["backend"] == "random"
 
 
 def test_a_missing_package_is_one_line_naming_it(

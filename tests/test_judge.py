@@ -18,7 +18,7 @@ import openai
 import pytest
 from test_matching import build_choices, reference_can_infer
 
-from gmai_hf import SAMPLE_DIR, client, judge, runner, scoring
+from gmai_hf import SAMPLE_DIR, client, judge, results, runner, scoring
 from gmai_hf.judge import Judge
 from gmai_hf.runner import RunConfig
 from gmai_hf.testing.data import make_rows
@@ -315,3 +315,33 @@ def test_the_metric_takes_a_judge(scripted_judge: FaultProxy) -> None:
     assert judged["unmatched"] < without["unmatched"]
     ours, _ = _ours(Judge("scripted", base_url=scripted_judge.base_url), items)
     assert judged["correct"] == sum(o == item["answer"] for o, item in zip(ours, items, strict=False))
+
+
+def test_a_failed_question_is_never_sent_to_the_judge(scripted_judge: FaultProxy) -> None:
+    rows = [{**item, "index": i} for i, item in enumerate(_items(4))]
+    predictions = {0: "maybe the first one", 1: "I cannot tell"}
+    errors = {2: "HTTP 500", 3: "image cannot be decoded"}
+    records = results.build_records(
+        rows, predictions, errors, judge=Judge("scripted", base_url=scripted_judge.base_url)
+    )
+    assert set(scripted.calls) == set(predictions.values())  # only the answered ones were asked about
+    assert [r["matched_by"] for r in records[:2]] == ["judge", "judge"]
+    assert [r["matched_by"] for r in records[2:]] == [None, None]
+    assert [r["choice"] for r in records[2:]] == [None, None]
+
+
+def test_the_judges_reply_is_read_when_option_texts_are_unknown() -> None:
+    with FaultProxy(None, reply=lambda prompt: "B") as server:
+        judge_ = Judge("always-b", base_url=server.base_url)
+        unknown = {letter: None for letter in "ABCD"}
+        chosen, how = scoring.choose(["the second one, I think"], [unknown], "vlmevalkit", judge_, ["q?"])
+    assert (chosen, how) == (["B"], ["judge"])
+
+
+def test_each_matching_mode_has_its_own_verdicts(tmp_path: Path) -> None:
+    """A reply is read with the matcher of the mode: a verdict read one way is not reused the other."""
+    base = "http://127.0.0.1:9/v1"
+    today = Judge("m", base_url=base, matching_mode="vlmevalkit")
+    then = Judge("m", base_url=base, matching_mode="vlmevalkit-2024")
+    assert today.cache_path != then.cache_path
+    assert Judge("m", base_url=base, matching_mode="strict").cache_path == today.cache_path

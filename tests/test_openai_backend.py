@@ -258,3 +258,16 @@ def test_large_images_can_be_downscaled_for_apis(tmp_path: Path) -> None:
     assert small.startswith("data:image/png;base64,")
     with Image.open(io.BytesIO(base64.b64decode(small.split(",", 1)[1]))) as image:
         assert image.size == (300, 100)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("2", 2.0), ("soon", None), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0), ("", None)],
+)
+def test_retry_after_in_any_form_never_ends_the_run(header: str, expected: float | None) -> None:
+    from types import SimpleNamespace
+
+    from gmai_hf.client import ChatClient
+
+    error = SimpleNamespace(response=SimpleNamespace(headers={"retry-after": header}))
+    assert ChatClient._retry_after(error) == expected  # a date in the past: no wait; garbage: the backoff

@@ -20,24 +20,15 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_prepare import generate
+from bench_prepare import ensure_tsv, measure_in_subprocess, resource_usage
 
 STEPS = ("prepare", "export", "stream-tsv", "stream-export", "run-tsv", "run-export")
-
-
-def _peak_rss_mb() -> float:
-    import resource
-
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, children) / 1024
 
 
 def measure(step: str, data_dir: Path, export_dir: Path, cache: Path) -> dict[str, float]:
@@ -74,19 +65,12 @@ def measure(step: str, data_dir: Path, export_dir: Path, cache: Path) -> dict[st
             raise RuntimeError(f"{step} failed")
         rows = 1
         shutil.rmtree(out)
-    return {"seconds": time.perf_counter() - start, "rows": rows, "peak_rss_mb": _peak_rss_mb()}
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "rows": rows, "peak_rss_mb": resource_usage()["peak_rss_mb"]}
 
 
 def _run(step: str, data_dir: Path, export_dir: Path, cache: Path) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--_measure", step, "--_dirs", str(data_dir), str(export_dir), str(cache)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"},
-    )
-    if out.returncode:
-        raise RuntimeError(f"{step} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return measure_in_subprocess(__file__, [step, "--_dirs", str(data_dir), str(export_dir), str(cache)])
 
 
 def main() -> int:
@@ -104,12 +88,7 @@ def main() -> int:
         os._exit(0)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-export-"))
     data_dir, export_dir = work / "data", work / "export"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    tsv = data_dir / "GMAI-MMBench_VAL.tsv"
-    if not tsv.exists() or tsv.stat().st_size < args.size_mb * 1024 * 1024 * 0.9:
-        print(f"generating {args.size_mb} MB TSV ...", flush=True)
-        generate(tsv, args.size_mb, args.image_px)
-    subprocess.run(["cat", str(tsv)], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
+    tsv = ensure_tsv(data_dir, args.size_mb, args.image_px)
     shutil.rmtree(export_dir, ignore_errors=True)
     cold, warm = work / "cache-cold", work / "cache"
     shutil.rmtree(warm, ignore_errors=True)

@@ -16,7 +16,7 @@ generates the same number of tokens. Questions/s count answering only (loading e
 full-split time is projected as 4,550 / questions/s. Peak GPU memory (``torch.cuda``) and mean GPU
 utilisation (``nvidia-smi``, sampled every 0.2 s) are recorded per method. A table is printed and
 ``--json`` written. ``--tiny`` runs the same code on the CPU with the tiny test models in about a
-minute (``tests/test_bench_gpu.py`` runs it).
+minute (``tests/test_performance.py`` runs it, and ``--dry-run``).
 
     python benchmarks/bench_gpu.py --json gpu.json                 # on a GPU machine, ~8 min on an H100
     python benchmarks/bench_gpu.py --tiny --json tiny.json         # CPU
@@ -49,12 +49,11 @@ os.environ["HF_DATASETS_CACHE"] = str(WORK / "cache")  # before datasets is impo
 import datasets  # noqa: E402
 from timing import device, loop_questions_per_s, timed_run  # noqa: E402
 
+from gmai_hf import schema  # noqa: E402
 from gmai_hf.backends import Backend  # noqa: E402
 from gmai_hf.run import batch_size_arg  # noqa: E402
 from gmai_hf.testing.data import encode_image, make_image, make_rows, write_tsv  # noqa: E402
 from gmai_hf.testing.models import TINY_MODELS  # noqa: E402
-
-VAL_QUESTIONS = 4550
 
 #: Real configurations (the published checkpoints' sizes), applied over the tiny builders' configs.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -191,7 +190,7 @@ def write_questions(folder: Path, n: int, sizes: tuple[int, int], seed: int = 0)
     for i, row in enumerate(rows):
         row["image"] = images[i % len(images)]
     folder.mkdir(parents=True, exist_ok=True)
-    write_tsv(folder / "GMAI-MMBench_VAL.tsv", rows)
+    write_tsv(folder / schema.VAL_FILENAME, rows)
     return folder
 
 
@@ -264,11 +263,12 @@ def measure(name: str, model: str, data_dir: Path, args: argparse.Namespace) -> 
 
     def batched(batch_size: int | str, resort: bool = True, **settings: Any) -> dict[str, Any]:
         # without the re-sort, batches are grouped by prompt length only (as before issue 11)
-        Backend.lookahead_batches = 4 if resort else 1
+        lookahead = Backend.lookahead_batches
+        Backend.lookahead_batches = lookahead if resort else 1
         try:
             return timed_run(model, data_dir, WORK / "run", batch_size=batch_size, **settings)
         finally:
-            Backend.lookahead_batches = 4
+            Backend.lookahead_batches = lookahead
 
     methods = [
         ("loop", loop, args.loop_questions),
@@ -299,7 +299,7 @@ def measure(name: str, model: str, data_dir: Path, args: argparse.Namespace) -> 
                 speed = measured["questions_per_s"]
                 entry.update(
                     questions_per_s=round(speed, 2),
-                    full_val_s=round(VAL_QUESTIONS / speed, 1),
+                    full_val_s=round(schema.VAL_QUESTIONS / speed, 1),
                     batch_size=measured["batch_size"],
                 )
             except Exception as error:  # a method that cannot run here is a row saying why

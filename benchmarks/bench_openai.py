@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -32,29 +31,12 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ["HF_DATASETS_CACHE"] = str(WORK / "cache")  # before datasets is imported: it reads it once
 
 import datasets  # noqa: E402
+from timing import timed_run  # noqa: E402
 
-from gmai_hf import runner  # noqa: E402
 from gmai_hf.testing.data import write_benchmark  # noqa: E402
 from gmai_hf.testing.models import TINY_MODELS  # noqa: E402
 from gmai_hf.testing.proxy import FaultProxy  # noqa: E402
 from gmai_hf.testing.server import serve  # noqa: E402
-
-
-def questions_per_s(
-    base_url: str, model: str, data_dir: Path, out: Path, concurrency: int, args: argparse.Namespace
-) -> float:
-    config = runner.RunConfig(
-        model=model,
-        backend="openai",
-        output_dir=out,
-        data_dir=str(data_dir),
-        limit=args.questions,
-        max_new_tokens=args.max_new_tokens,
-        backend_options={"base_url": base_url, "concurrency": concurrency},
-    )
-    if runner.run(config) != 0:
-        raise RuntimeError(f"the run in {out} failed")
-    return float(json.loads((out / "results.json").read_text())["run"]["questions_per_s"])
 
 
 def main() -> None:
@@ -96,7 +78,15 @@ def main() -> None:
             for round_ in range(args.repeat):
                 for concurrency in args.concurrency:
                     out = WORK / f"c{concurrency}-{round_}"
-                    speed = questions_per_s(base_url, model, data_dir, out, concurrency, args)
+                    speed = timed_run(
+                        model,
+                        data_dir,
+                        out,
+                        backend="openai",
+                        limit=args.questions,
+                        max_new_tokens=args.max_new_tokens,
+                        backend_options={"base_url": base_url, "concurrency": concurrency},
+                    )["questions_per_s"]
                     speeds[concurrency] = max(speeds.get(concurrency, 0.0), speed)
     finally:
         shutil.rmtree(WORK, ignore_errors=True)

@@ -42,7 +42,7 @@ def generate(path: Path, size_mb: int, image_px: int) -> int:
     return rows
 
 
-def _usage() -> dict[str, float]:
+def resource_usage() -> dict[str, float]:
     """Peak RSS (largest of this process and its children) and CPU seconds (all of them)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -50,6 +50,33 @@ def _usage() -> dict[str, float]:
         "peak_rss_mb": max(own.ru_maxrss, children.ru_maxrss) / 1024,  # Linux reports KiB
         "cpu_seconds": own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime,
     }
+
+
+def ensure_tsv(data_dir: Path, size_mb: int, image_px: int) -> Path:
+    """The synthetic VAL file of about ``size_mb`` in ``data_dir`` (made if missing or smaller), read
+    once so that every measurement finds it in the page cache."""
+    from gmai_hf import schema  # here, not at the top: measurements import nothing they don't need
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / schema.VAL_FILENAME
+    if not path.exists() or path.stat().st_size < size_mb * 1024 * 1024 * 0.9:
+        print(f"generating {size_mb} MB TSV in {path} ...", flush=True)
+        generate(path, size_mb, image_px)
+    subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
+    return path
+
+
+def measure_in_subprocess(script: str, arguments: list[str]) -> dict[str, float]:
+    """``script --_measure ...`` in a fresh, offline Python: its last printed line, as JSON."""
+    out = subprocess.run(
+        [sys.executable, script, "--_measure", *arguments],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"},
+    )
+    if out.returncode:
+        raise RuntimeError(f"{arguments[0]} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def measure(method: str, path: Path) -> dict[str, float]:
@@ -90,8 +117,8 @@ def measure(method: str, path: Path) -> dict[str, float]:
         rows = len(ds)
         elapsed = time.perf_counter() - start
         shutil.rmtree(cache)
-        return {"seconds": elapsed, "rows": rows, **_usage()}
-    return {"seconds": time.perf_counter() - start, "rows": rows, **_usage()}
+        return {"seconds": elapsed, "rows": rows, **resource_usage()}
+    return {"seconds": time.perf_counter() - start, "rows": rows, **resource_usage()}
 
 
 def main() -> int:
@@ -111,29 +138,18 @@ def main() -> int:
         return 0
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-prepare-"))
-    data_dir = workdir / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / "GMAI-MMBench_VAL.tsv"
-    if not path.exists() or path.stat().st_size < args.size_mb * 1024 * 1024 * 0.9:
-        print(f"generating {args.size_mb} MB TSV in {path} ...", flush=True)
-        generate(path, args.size_mb, args.image_px)
+    path = ensure_tsv(workdir / "data", args.size_mb, args.image_px)
     size_mb = path.stat().st_size / 1e6
     print(f"file: {size_mb:.0f} MB, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
-    subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
 
     results: dict[str, dict[str, float]] = {}
     for round_ in range(args.repeat):
         for method in args.methods:
-            out = subprocess.run(
-                [sys.executable, __file__, "--_measure", method, "--_file", str(path)],
-                capture_output=True,
-                text=True,
-                env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"},
-            )
-            if out.returncode:
-                print(f"{method} failed:\n{out.stderr[-3000:]}")
+            try:
+                result = measure_in_subprocess(__file__, [method, "--_file", str(path)])
+            except RuntimeError as error:
+                print(error)
                 return 1
-            result = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"  round {round_ + 1} {method}: {result['seconds']:.2f} s", flush=True)
             if method not in results or result["seconds"] < results[method]["seconds"]:
                 results[method] = result

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gmai_hf import prompts, protocols, runner
-from gmai_hf.backends import Question, load_backend
+from gmai_hf import protocols, runner
+from gmai_hf.backends import load_backend
 
 
 def device() -> str:
@@ -40,18 +40,12 @@ def loop_questions_per_s(
     )
     rows = list(runner.load_questions(config).ds)
     backend = load_backend("transformers", model, device(), reserved_tokens=max_new_tokens)
-    prepare = backend.preparer()
-
-    def answer(row: dict[str, Any]) -> None:
-        row = protocols.present_row(row, config.protocol)
-        image = protocols.image_bytes(runner.stored_image(row["image"], row["index"]), config.protocol)
-        question = Question(row["index"], prompts.build_prompt(row), prompts.present_options(row), image)
-        backend.generate([prepare(question)], max_new_tokens)
-
-    answer(rows[0])
+    # the runner's own preparation of a question (protocol, prompt, processor), in this process
+    questions = runner.QuestionDataset(rows, config.prompt, config.protocol, backend.preparer(), True)
+    backend.generate([questions[0]], max_new_tokens)
     start = time.perf_counter()
-    for row in rows:
-        answer(row)
+    for position in range(len(questions)):
+        backend.generate([questions[position]], max_new_tokens)
     return len(rows) / (time.perf_counter() - start)
 
 

@@ -48,15 +48,6 @@ assert tuple(FEATURES) == schema.FEATURE_NAMES
 #: Columns a file must have (``answer`` is absent from test files).
 REQUIRED_COLUMNS: tuple[str, ...] = tuple(name for name in schema.FEATURE_NAMES if name != "answer")
 
-_IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
-    (b"\xff\xd8\xff", "JPEG"),
-    (b"GIF87a", "GIF"),
-    (b"GIF89a", "GIF"),
-    (b"BM", "BMP"),
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
-)
 _PNG_END = b"IEND\xaeB`\x82"
 
 
@@ -167,15 +158,6 @@ class _Layout:
         return cls(path, len(header), data_start, positions)
 
 
-def _image_kind(data: bytes) -> str | None:
-    for magic, kind in _IMAGE_MAGIC:
-        if data.startswith(magic):
-            return kind
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    return None
-
-
 def decode_image(field: bytes, path: Path, index: int) -> bytes:
     """The image bytes of a base64 ``image`` field, checked to be a whole image (not a full decode)."""
     try:
@@ -185,7 +167,7 @@ def decode_image(field: bytes, path: Path, index: int) -> bytes:
             f"{path}: question index {index}: the image field is not valid base64 ({error}); "
             "the file is corrupt: re-download or regenerate it"
         ) from None
-    kind = _image_kind(data)
+    kind = schema.image_kind(data)
     if kind is None:
         raise GmaiMMBenchError(
             f"{path}: question index {index}: the image field decodes to {len(data)} bytes that are not an "
@@ -331,6 +313,7 @@ def iter_rows(
     ]
     resolver = _ImageResolver(layout)
     seen = {} if seen is None else seen
+    answer_required = answers and "answer" in positions
     try:
         records = tsv.iter_records(
             path,
@@ -367,7 +350,7 @@ def iter_rows(
                 row["image"] = resolver.resolve(image, index)
             else:
                 row["image"] = decode_image(image, path, index)
-            _check_answer(row, path, answers and "answer" in positions)
+            _check_answer(row, path, answer_required)
             yield row
     finally:
         resolver.close()
@@ -450,8 +433,7 @@ class GmaiMMBench(datasets.ArrowBasedBuilder):
             # one cache per set of files, however the folder was spelled (relative, symlinked)
             kwargs["data_dir"] = str(Path(kwargs["data_dir"]).resolve())
             if kwargs.get("signature") is None:
-                named = {config.name: config for config in self.BUILDER_CONFIGS}
-                config = named.get(config_name or self.DEFAULT_CONFIG_NAME)
+                config = self.builder_configs.get(config_name or self.DEFAULT_CONFIG_NAME)
                 splits = kwargs.get("splits") or (config.splits if config else schema.SPLITS)
                 kwargs["signature"] = files_signature(kwargs["data_dir"], splits)
         return super()._create_builder_config(config_name, custom_features, **kwargs)
@@ -676,12 +658,13 @@ def load_split(
     ``data_dir`` may also be a Parquet export (``gmai-hf export``), and ``dataset`` a Hub
     repository (or folder) holding one: it is read as it is, with no TSV preparation.
     """
-    from gmai_hf.export import is_export
+    from gmai_hf.export import export_source
 
     if split not in schema.SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {schema.SPLITS}")
-    if dataset is not None or (data_dir is not None and is_export(data_dir)):
-        return load_export(split, str(dataset if dataset is not None else data_dir), **kwargs)
+    source = export_source(data_dir, dataset)
+    if source is not None:
+        return load_export(split, source, **kwargs)
     return datasets.load_dataset(
         DATASET_NAME, split, data_dir=None if data_dir is None else str(data_dir), split=split, **kwargs
     )

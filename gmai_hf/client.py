@@ -199,7 +199,8 @@ class ChatClient:
 
     # --- many requests ---------------------------------------------------------------------
 
-    def _make_client(self) -> Any:
+    async def _make_client(self) -> Any:
+        """The async client, made in the event loop's thread that will use it."""
         import openai
 
         return openai.AsyncOpenAI(
@@ -242,7 +243,7 @@ class ChatClient:
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="gmai-hf-client", daemon=True)
         thread.start()
-        client = asyncio.run_coroutine_threadsafe(self._async(self._make_client), loop).result()
+        client = asyncio.run_coroutine_threadsafe(self._make_client(), loop).result()
         finished: queue.Queue[Any] = queue.Queue()
         pending: set[Any] = set()
         source = iter(requests)
@@ -272,10 +273,6 @@ class ChatClient:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout=10)
             loop.close()
-
-    @staticmethod
-    async def _async(make: Any) -> Any:
-        return make()
 
     def describe(self) -> dict[str, Any]:
         """What to record about the server (never the key)."""

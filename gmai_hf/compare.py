@@ -13,17 +13,16 @@ model, the report says so first: such a difference, not the models, may explain 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from gmai_hf import paired, schema
 from gmai_hf.files import write_atomic
-from gmai_hf.reports import DIMENSION_TITLES, Run, load_run
+from gmai_hf.reports import DIMENSION_TITLES, Run, load_run, markdown_table, tree_nodes
 from gmai_hf.tree import label
 
 logger = logging.getLogger(__name__)
@@ -85,7 +84,8 @@ def join(a: Run, b: Run) -> tuple[list[int], str | None]:
     if only_a and only_b:
         raise ValueError(
             f"{a.label} and {b.label} answered different questions: {len(only_a)} only in {a.label} "
-            f"(e.g. {_preview(only_a)}), {len(only_b)} only in {b.label} (e.g. {_preview(only_b)}); "
+            f"(e.g. {schema.preview_indices(only_a)}), {len(only_b)} only in {b.label} "
+            f"(e.g. {schema.preview_indices(only_b)}); "
             "compare runs on the same questions, or a slice with the run it was cut from"
         )
     for index in shared:
@@ -113,12 +113,12 @@ def compare(a: Run, b: Run, alpha: float = paired.ALPHA) -> dict[str, Any]:
     hits_b = {int(r["index"]): bool(r["hit"]) for r in b.records}
     records = {int(r["index"]): r for r in a.records}
     nodes: dict[tuple[str, ...], dict[str, Any]] = {}
-    groups: dict[tuple[str, ...], str] = {}
+    groups: dict[tuple[str, ...], tuple[int, ...]] = {}  # the questions a node holds
 
     def node(key: tuple[str, ...], indices: Sequence[int]) -> dict[str, Any]:
         pairs = paired.Pairs.count([hits_a[i] for i in indices], [hits_b[i] for i in indices])
         nodes[key] = paired.compare_node(pairs)
-        groups[key] = hashlib.sha1(",".join(map(str, indices)).encode()).hexdigest()
+        groups[key] = tuple(indices)
         return nodes[key]
 
     overall = node(("overall",), shared)
@@ -131,9 +131,10 @@ def compare(a: Run, b: Run, alpha: float = paired.ALPHA) -> dict[str, Any]:
     tree = {view: _tree(view, shared, records, node) for view in schema.TREE_VIEWS}
     paired.adjust(nodes, groups, alpha)
     decisive = paired.smallest_decisive(alpha)
+    mine, theirs = settings(a), settings(b)
     return {
-        "a": {"label": a.label, "path": str(origin(a)), "settings": settings(a)},
-        "b": {"label": b.label, "path": str(origin(b)), "settings": settings(b)},
+        "a": {"label": a.label, "path": str(origin(a)), "settings": mine},
+        "b": {"label": b.label, "path": str(origin(b)), "settings": theirs},
         "split": a.split,
         "questions": len(shared),
         "note": note,
@@ -141,7 +142,7 @@ def compare(a: Run, b: Run, alpha: float = paired.ALPHA) -> dict[str, Any]:
         "test": "McNemar exact (two-sided)",
         "interval": "Newcombe hybrid score (method 10), 95%",
         "adjustment": "Benjamini-Hochberg over all distinct nodes",
-        "settings_differ": differing_settings(a, b),
+        "settings_differ": differing_settings(mine, theirs),
         "too_small": sum(n["a_only"] + n["b_only"] < decisive for n in _distinct(nodes, groups).values()),
         "nodes": len(set(groups.values())),
         "overall": overall,
@@ -180,18 +181,16 @@ def _tree(
     return out
 
 
-def _distinct(nodes: Mapping[Any, dict[str, Any]], groups: Mapping[Any, str]) -> dict[str, dict[str, Any]]:
+def _distinct(
+    nodes: Mapping[Any, dict[str, Any]], groups: Mapping[Any, Hashable]
+) -> dict[Any, dict[str, Any]]:
     return {groups[key]: node for key, node in nodes.items()}
 
 
-def differing_settings(a: Run, b: Run) -> dict[str, list[Any]]:
-    """Settings (and data) that differ between the runs, other than the model: ``{name: [a, b]}``."""
-    mine, theirs = settings(a), settings(b)
+def differing_settings(mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """Settings (and data) that differ between two runs' :func:`settings`, other than the model:
+    ``{name: [a, b]}``."""
     return {key: [mine[key], theirs[key]] for key in mine if key != "model" and mine[key] != theirs[key]}
-
-
-def _preview(indices: Sequence[int], shown: int = 5) -> str:
-    return ", ".join(map(str, indices[:shown])) + (", ..." if len(indices) > shown else "")
 
 
 # --- Outputs ---------------------------------------------------------------------------------
@@ -213,25 +212,17 @@ def _describe(node: Mapping[str, Any], a: str, b: str) -> str:
 
 
 def _significant_rows(result: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, Any]]]:
-    rows: dict[tuple[Any, ...], tuple[str, str, Mapping[str, Any]]] = {}
-    for dimension, values in result["by"].items():
-        for value, node in values.items():
-            rows[(dimension, value)] = (DIMENSION_TITLES[dimension], value, node)
-
-    def walk(view: str, path: tuple[str, ...], children: Mapping[str, Any]) -> None:
-        for name, child in children.items():
-            node_path = (*path, name)
-            if len(node_path) > 1:  # top-level values are already listed under their dimension
-                rows[("tree", view, *node_path)] = (
-                    f"tree: {DIMENSION_TITLES[view]}",
-                    " › ".join(node_path),
-                    child,
-                )
-            walk(view, node_path, child.get("children") or {})
-
-    for view, values in result["tree"].items():
-        walk(view, (), values)
-    significant = [row for row in rows.values() if row[2]["significant"]]
+    rows = [
+        (DIMENSION_TITLES[dimension], value, node)
+        for dimension, values in result["by"].items()
+        for value, node in values.items()
+    ]
+    rows += [
+        (f"tree: {DIMENSION_TITLES[view]}", " › ".join(path), node)
+        for view, path, node in tree_nodes(result["tree"])
+        if len(path) > 1  # top-level values are already listed under their dimension
+    ]
+    significant = [row for row in rows if row[2]["significant"]]
     return sorted(significant, key=lambda row: (-abs(row[2]["difference"]), row[0], row[1]))
 
 
@@ -254,9 +245,8 @@ def write_markdown(result: Mapping[str, Any], path: Path) -> Path:
         (key, _short(result["a"]["settings"][key]), _short(result["b"]["settings"][key]))
         for key in result["a"]["settings"]
     ]
-    lines += ["| setting | " + a + " | " + b + " |", "| --- | --- | --- |"]
-    lines += [f"| {key} | {mine} | {theirs} |" for key, mine, theirs in rows]
-    lines += ["", "## Overall", "", _describe(result["overall"], a, b) + ".", ""]
+    lines += markdown_table(["setting", a, b], rows, align="lll")
+    lines += ["## Overall", "", _describe(result["overall"], a, b) + ".", ""]
     significant = _significant_rows(result)
     lines += ["## Where the difference is significant", ""]
     if significant:
@@ -264,22 +254,27 @@ def write_markdown(result: Mapping[str, Any], path: Path) -> Path:
             f"After the {result['adjustment']} adjustment at {result['alpha']:g}, largest difference first "
             f"(positive: {a} better).",
             "",
-            f"| where | node | n | {a} % | {b} % | difference [95% CI] | only {a} | only {b} "
-            "| p (adjusted) |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
-        for where, name, node in significant:
-            low, high = node["ci95"]
-            lines.append(
-                f"| {where} | {name} | {node['n']} | {100 * node['accuracy_a']:.1f} | "
-                f"{100 * node['accuracy_b']:.1f} | {_points(node['difference'])} [{_points(low)}, "
-                f"{_points(high)}] | {node['a_only']} | {node['b_only']} | {node['p_adjusted']:.3g} |"
+        header = ["where", "node", "n", f"{a} %", f"{b} %", "difference [95% CI]", f"only {a}", f"only {b}"]
+        table = [
+            (
+                where,
+                name,
+                node["n"],
+                f"{100 * node['accuracy_a']:.1f}",
+                f"{100 * node['accuracy_b']:.1f}",
+                f"{_points(node['difference'])} [{_points(node['ci95'][0])}, {_points(node['ci95'][1])}]",
+                node["a_only"],
+                node["b_only"],
+                f"{node['p_adjusted']:.3g}",
             )
+            for where, name, node in significant
+        ]
+        lines += markdown_table([*header, "p (adjusted)"], table, align="llrrrrrrr")
     else:
-        lines.append("No node differs significantly after the adjustment.")
+        lines += ["No node differs significantly after the adjustment.", ""]
     decisive = paired.smallest_decisive(result["alpha"])
     lines += [
-        "",
         f"{result['too_small']} of the {result['nodes']} distinct nodes had fewer than {decisive} questions "
         "that only one run answered right: too few to tell a difference at all, whatever the models. "
         f"Differences are accuracy({a}) - accuracy({b}) in % points; {result['test']}; "
@@ -297,7 +292,7 @@ def _short(value: Any) -> str:
         value = ", ".join(f"{k}={v}" for k, v in value.items() if k != "files") + (
             f", files={value['files']}" if value.get("files") else ""
         )
-    return str(value).replace("|", "\\|")
+    return str(value)
 
 
 def origin(run: Run) -> Path:

@@ -68,6 +68,16 @@ def is_export(path: str | os.PathLike[str]) -> bool:
     return (folder / CARD).is_file() and any((folder / DATA_DIR).glob("*.parquet"))
 
 
+def export_source(data_dir: str | os.PathLike[str] | None, dataset: str | None = None) -> str | None:
+    """The export a command reads: ``dataset`` (a Hub repository or folder), or ``data_dir`` when it
+    holds an export; None when the data are TSVs (in ``data_dir``, or from the Hub)."""
+    if dataset is not None:
+        return str(dataset)
+    if data_dir is not None and is_export(data_dir):
+        return str(data_dir)
+    return None
+
+
 @dataclass
 class Shard:
     """One Parquet file of a split: rows ``[start, stop)`` of the prepared split."""
@@ -127,21 +137,19 @@ def _write_split(ds: Any, shards: Sequence[Shard], sizes: Sequence[int], output:
 
     total = 0
     batches = _batches(ds)
-    held: list[Any] = []  # rows read but not yet written (slices of batches)
-    row = 0  # the first row of ``held``
+    current = None  # the batch being read, less the rows already written
+    row = 0  # the next row to write
 
     def take(count: int) -> Any:
-        nonlocal held
-        pieces, needed = [], count
-        while needed:
-            if not held:
-                held = [next(batches)]
-            piece = held[0].slice(0, needed)
+        nonlocal current
+        pieces = []
+        while count:
+            if current is None or current.num_rows == 0:
+                current = next(batches)
+            piece = current.slice(0, count)
             pieces.append(piece)
-            needed -= piece.num_rows
-            held[0] = held[0].slice(piece.num_rows)
-            if held[0].num_rows == 0:
-                held.pop(0)
+            count -= piece.num_rows
+            current = current.slice(piece.num_rows)
         return pa.Table.from_batches(pieces).cast(schema_)
 
     with tqdm(total=len(ds), unit="q", desc=f"export {shards[0].split}", dynamic_ncols=True) as progress:
@@ -173,7 +181,6 @@ def export(
     """Write ``splits`` of the TSVs in ``data_dir`` (None: the official files from the Hub) as a
     Hub-ready Parquet folder; returns the files written. Splits without files are left out; a
     split an earlier export into the same folder holds, and this one does not redo, is kept."""
-    import datasets
 
     from gmai_hf.builder import FEATURES, load_split
 
@@ -195,8 +202,9 @@ def export(
             continue
         sizes = _image_sizes(ds)
         shards = plan_shards(split, sizes, max_bytes)
+        current = {Path(shard.name).name for shard in shards}
         for stale in (output / DATA_DIR).glob(f"{split}-*.parquet"):  # an earlier export's shards
-            if stale.name not in {Path(shard.name).name for shard in shards}:
+            if stale.name not in current:
                 stale.unlink()
         size = _write_split(ds, shards, sizes, output, schema_)
         written += [output / shard.name for shard in shards]
@@ -207,11 +215,10 @@ def export(
         raise FileNotFoundError(
             f"nothing to export: no split of GMAI-MMBench found in {data_dir or 'the Hub'}"
         )
-    info = datasets.DatasetInfo(features=FEATURES)
     ordered = {split: split_infos[split] for split in schema.SPLITS if split in split_infos}
     provenance["splits"] = {split: provenance["splits"][split] for split in ordered}
     written.append(write_atomic(output / PROVENANCE, json.dumps(provenance, indent=2) + "\n"))
-    written.append(write_atomic(output / CARD, card(info, ordered, provenance)))
+    written.append(write_atomic(output / CARD, card(ordered, provenance)))
     return written
 
 
@@ -243,9 +250,11 @@ def _size_category(questions: int) -> str:
     return "100K<n<1M"
 
 
-def card(info: Any, splits: dict[str, dict[str, Any]], provenance: dict[str, Any]) -> str:
+def card(splits: dict[str, dict[str, Any]], provenance: dict[str, Any]) -> str:
     """The dataset card: YAML the Hub and ``datasets`` read, then the prose a person reads."""
     import yaml
+
+    from gmai_hf.builder import FEATURES
 
     metadata = {
         "license": "apache-2.0",
@@ -262,7 +271,7 @@ def card(info: Any, splits: dict[str, dict[str, Any]], provenance: dict[str, Any
             }
         ],
         "dataset_info": {
-            "features": info.features._to_yaml_list(),
+            "features": FEATURES._to_yaml_list(),
             "splits": [{"name": split, **values} for split, values in splits.items()],
             "dataset_size": sum(values["num_bytes"] for values in splits.values()),
         },
@@ -361,11 +370,8 @@ def _git_blob_sha1(path: Path) -> str:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        while chunk := handle.read(8 * 1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def upload_plan(

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gmai_hf import schema
+
 SUFFIXES: tuple[str, ...] = (".xlsx", ".tsv", ".csv", ".json", ".jsonl")
 #: What VLMEvalKit logs when its judge failed three times and it drew a random letter.
 VLMEVALKIT_RANDOM_PICK = "Failed to predict, thus randomly generate one."
@@ -163,7 +165,6 @@ class Predictions:
     split: str | None = None
     #: The file has an ``answer`` column that is empty in every row, as test files do.
     answers_hidden: bool = False
-    columns: list[str] = field(default_factory=list)
     #: Indices whose ``log`` (VLMEvalKit's ``_result`` files) says its judge failed and it drew a
     #: random letter ("Failed to predict, thus randomly generate one.").
     random_picks: list[int] = field(default_factory=list)
@@ -236,7 +237,6 @@ def _read(path: Path) -> Predictions:
         out,
         split=splits.pop() if len(splits) == 1 else None,
         answers_hidden="answer" in columns and not answered,
-        columns=names,
         random_picks=random_picks,
     )
 
@@ -258,14 +258,16 @@ def join_with_split(
     duplicates = sorted(index for index, n in counts.items() if n > 1)
     if duplicates:
         raise ValueError(
-            f"{path}: {len(duplicates)} index(es) appear more than once (e.g. {_preview(duplicates)}); "
+            f"{path}: {len(duplicates)} index(es) appear more than once "
+            f"(e.g. {schema.preview_indices(duplicates)}); "
             "keep one prediction per question"
         )
     by_index = {int(q["index"]): q for q in questions}
     unknown = sorted(set(counts) - set(by_index))
     if unknown:
         raise ValueError(
-            f"{path}: {len(unknown)} index(es) are not in the {split} split (e.g. {_preview(unknown)}; "
+            f"{path}: {len(unknown)} index(es) are not in the {split} split "
+            f"(e.g. {schema.preview_indices(unknown)}; "
             f"the split has {len(by_index)} questions): check --split and --data-dir, or that the file "
             "was made on this version of the benchmark"
         )
@@ -274,11 +276,7 @@ def join_with_split(
     if no_answer:
         raise ValueError(
             f"the {split} split has no answers for {len(no_answer)} of the file's questions (e.g. "
-            f"{_preview(no_answer)}): only the validation split can be scored; test predictions are sent "
-            "to the benchmark's organisers"
+            f"{schema.preview_indices(no_answer)}): only the validation split can be scored; "
+            "test predictions are sent to the benchmark's organisers"
         )
     return {int(p["index"]): str(p["prediction"]) for p in predictions}, answered
-
-
-def _preview(indices: Sequence[int], shown: int = 5) -> str:
-    return ", ".join(map(str, indices[:shown])) + (", ..." if len(indices) > shown else "")

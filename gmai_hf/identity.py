@@ -27,8 +27,6 @@ from typing import Any
 
 from gmai_hf import SAMPLE_DIR, download, schema
 
-SOURCES: tuple[str, ...] = ("official", "sample", "local", "export")
-
 
 def split_files(split: str, data_dir: str | os.PathLike[str] | None) -> list[Path]:
     """The TSV files ``split`` is read from: those in ``data_dir``, or the Hub downloads in the cache."""
@@ -99,10 +97,11 @@ def describe(
 ) -> dict[str, Any]:
     """The ``data`` object of ``results.json`` for ``split`` read from ``data_dir`` (None: the Hub)
     or from the Parquet export ``dataset`` (a folder or a Hub repository)."""
-    from gmai_hf.export import is_export
+    from gmai_hf.export import export_source
 
-    if dataset is not None or (data_dir is not None and is_export(data_dir)):
-        return _export_record(split, str(dataset if dataset is not None else data_dir), questions)
+    exported = export_source(data_dir, dataset)
+    if exported is not None:
+        return _export_record(split, exported, questions)
     paths = split_files(split, data_dir)
     source = source_of(data_dir)
     verdicts = {path: download.recall(path) for path in paths}

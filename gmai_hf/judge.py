@@ -153,9 +153,8 @@ class Judge:
         # VLMEvalKit reads its judge's reply with the can_infer of its time
         self.reply_mode = "vlmevalkit-2024" if matching_mode == "vlmevalkit-2024" else "vlmevalkit"
         # a verdict is the reply as read in reply_mode: one cache per endpoint, model and mode
-        identity = hashlib.sha256(f"{self.client.base_url}\n{model}\n{self.reply_mode}".encode()).hexdigest()[
-            :12
-        ]
+        endpoint = f"{self.client.base_url}\n{model}\n{self.reply_mode}"
+        identity = hashlib.sha256(endpoint.encode()).hexdigest()[:12]
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", model)[-60:]
         self.cache_path = Path(cache_dir or default_cache_dir()) / f"{name}-{identity}.jsonl"
         self._cache = self._load_cache()
@@ -218,13 +217,12 @@ class Judge:
         for _ in range(TRIES):
             if not pending:
                 break
-            by_key = {id(item): item for item in pending}
             requests = (
-                (id(item), [{"role": "user", "content": item.prompt}], self.max_tokens) for item in pending
+                (item, [{"role": "user", "content": item.prompt}], self.max_tokens) for item in pending
             )
             undecided = []
             for reply in self.client.stream(requests):
-                item = by_key[reply.key]
+                item = reply.key
                 self.calls += 1
                 for name, value in reply.usage.items():
                     self.usage[name] = self.usage.get(name, 0) + value

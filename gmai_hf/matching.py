@@ -39,13 +39,6 @@ from gmai_hf import schema
 MATCHING_MODES: tuple[str, ...] = ("vlmevalkit", "vlmevalkit-2024", "strict")
 DEFAULT_MATCHING = "vlmevalkit"
 
-#: Where each mode's rules come from (cited in results and reports).
-MATCHER_SOURCES: dict[str, str] = {
-    "vlmevalkit": "VLMEvalKit can_infer as of a67ace50 (2026-06-17)",
-    "vlmevalkit-2024": "VLMEvalKit can_infer as of 69268c70 (2024-08-19)",
-    "strict": "VLMEvalKit can_infer as of a67ace50, without its false positives",
-}
-
 API_FAILURE = "Failed to obtain answer via API"
 REFUSALS: tuple[str, ...] = (
     "Sorry, I can't help with images of people yet.",
@@ -134,15 +127,12 @@ def match(prediction: str | None, options: Options | None, mode: str = DEFAULT_M
     Strict departs from VLMEvalKit only where one of these quirks decided: it then gives no
     match, or the option whose text the output names.
     """
-    return match_choices(prediction, present_options(options), check_mode(mode))
+    return chosen_letter(infer_choices(prediction, present_options(options), check_mode(mode)))
 
 
-def match_choices(
-    prediction: str | None, choices: Mapping[str, str | None], mode: str = DEFAULT_MATCHING
-) -> str | None:
-    """:func:`match` on options already normalised by :func:`present_options` (scoring's hot loop)."""
-    choice = infer_choices(prediction, choices, mode)
-    return None if not choice or choice == REFUSAL_LETTER else choice
+def chosen_letter(inferred: str | bool) -> str | None:
+    """The letter a :func:`can_infer` value chooses: None for no match (``False``) and for a refusal."""
+    return None if not inferred or inferred == REFUSAL_LETTER else str(inferred)
 
 
 def infer_choices(

@@ -56,10 +56,6 @@ class Pairs:
     def n(self) -> int:
         return self.both + self.a_only + self.b_only + self.neither
 
-    @property
-    def discordant(self) -> int:
-        return self.a_only + self.b_only
-
 
 def mcnemar_exact(a_only: int, b_only: int) -> float:
     """Two-sided exact McNemar p-value (1.0 without discordant pairs)."""
@@ -124,18 +120,20 @@ def compare_node(pairs: Pairs) -> dict[str, Any]:
 
 
 def adjust(
-    nodes: Mapping[Hashable, dict[str, Any]], groups: Mapping[Hashable, Hashable], alpha: float
+    nodes: Mapping[Hashable, dict[str, Any]], groups: Mapping[Hashable, Hashable] | None, alpha: float
 ) -> None:
     """Benjamini-Hochberg over ``nodes`` (in place): one test per distinct ``groups`` value (the
-    question set a node holds), so nodes holding the same questions are one test, not several."""
+    question set a node holds), so nodes holding the same questions are one test, not several;
+    ``groups=None``: every node is a test of its own."""
     from scipy.stats import false_discovery_control
 
+    group = (lambda key: key) if groups is None else groups.__getitem__
     tests: dict[Hashable, float] = {}
     for key, node in nodes.items():
-        tests.setdefault(groups[key], node["p_value"])
+        tests.setdefault(group(key), node["p_value"])
     if not tests:
         return
     adjusted = dict(zip(tests, false_discovery_control(list(tests.values()), method="bh"), strict=True))
     for key, node in nodes.items():
-        node["p_adjusted"] = float(min(1.0, adjusted[groups[key]]))
+        node["p_adjusted"] = float(min(1.0, adjusted[group(key)]))
         node["significant"] = bool(node["p_adjusted"] < alpha)

@@ -126,10 +126,10 @@ class Heartbeat:
     """A daemon thread: touch this process's heartbeat file every second, and exit the process
     within a second if its launcher died (an orphan must not run on and collide with a rerun)."""
 
-    def __init__(self, path: Path | None = None, watch_parent: bool | None = None) -> None:
-        self.path = path
+    def __init__(self) -> None:
+        self.path: Path | None = None  # set by start(path): beating starts before the folder exists
         self.parent = os.getppid()
-        self.watch_parent = launched_by_launcher() if watch_parent is None else watch_parent
+        self.watch_parent = launched_by_launcher()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="gmai-hf-heartbeat", daemon=True)
 
@@ -208,7 +208,7 @@ class Peers:
                 )
         return done
 
-    def wait_for(self, path: Path, accept: Any, what: str, rank: int = 0) -> Any:
+    def wait_for(self, path: Path, accept: Any, rank: int = 0) -> Any:
         """Poll until ``accept(path)`` returns a value (not None), checking ``rank`` stays alive."""
         while True:
             value = accept(path) if path.exists() else None

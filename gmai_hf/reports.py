@@ -12,8 +12,8 @@ import csv
 import json
 import logging
 import re
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -177,8 +177,8 @@ def breakdown(run: Run, dimension: str) -> dict[str, dict[str, Any]]:
     }
 
 
-def tree_nodes(run: Run) -> Iterator[tuple[str, tuple[str, ...], dict[str, Any]]]:
-    """Every node of every view of a run's tree, as ``(view, path, node)``."""
+def tree_nodes(tree: Mapping[str, Any] | None) -> Iterator[tuple[str, tuple[str, ...], dict[str, Any]]]:
+    """Every node of every view of a tree (``results["tree"]``, a comparison's), as ``(view, path, node)``."""
 
     def walk(view: str, path: tuple[str, ...], nodes: dict[str, Any]) -> Iterator[Any]:
         for value, node in nodes.items():
@@ -186,7 +186,7 @@ def tree_nodes(run: Run) -> Iterator[tuple[str, tuple[str, ...], dict[str, Any]]
             yield view, node_path, node
             yield from walk(view, node_path, node.get("children") or {})
 
-    for view, nodes in (run.results.get("tree") or {}).items():
+    for view, nodes in (tree or {}).items():
         yield from walk(view, (), nodes or {})
 
 
@@ -196,7 +196,7 @@ def weakest_nodes(
     """The lowest-accuracy tree nodes with at least ``min_questions`` questions."""
     nodes = [
         entry
-        for entry in tree_nodes(run)
+        for entry in tree_nodes(run.results.get("tree"))
         if entry[2].get("accuracy") is not None and entry[2].get("total", 0) >= min_questions
     ]
     nodes.sort(key=lambda entry: (entry[2]["accuracy"], -entry[2]["total"], entry[0], entry[1]))
@@ -250,7 +250,10 @@ class SafeCsvWriter:
         self._writer.writerow([csv_cell(value) for value in row])
 
 
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> list[str]:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> list[str]:
+    """A Markdown table (cells escaped), then a blank line; ``align``: ``l``/``r`` per column (default:
+    the first left, the rest right)."""
+
     def cell(value: Any) -> str:
         return str(value).replace("|", "\\|").replace("\n", " ")
 
@@ -379,7 +382,7 @@ def _header_section(runs: Sequence[Run]) -> list[str]:
         for run in runs
     ]
     lines += [
-        *_md_table(("run", "model", "protocol", "matching", "judge", "data"), rows, align="llllll"),
+        *markdown_table(("run", "model", "protocol", "matching", "judge", "data"), rows, align="llllll"),
         LEADERBOARD_PROTOCOL_NOTE,
         "",
     ]
@@ -423,7 +426,7 @@ def _summary_section(runs: Sequence[Run]) -> list[str]:
     lines = [
         "## Overall",
         "",
-        *_md_table(
+        *markdown_table(
             (
                 "run",
                 "split",
@@ -511,7 +514,7 @@ def _dimension_section(runs: Sequence[Run], dimension: str) -> list[str]:
         ]
         for value in values
     ]
-    lines = [f"## By {DIMENSION_TITLES[dimension]}", "", *_md_table(header, rows)]
+    lines = [f"## By {DIMENSION_TITLES[dimension]}", "", *markdown_table(header, rows)]
     if below is not None:
         lines += [
             "Significantly below the best: the runs whose accuracy on that value is below the best run's by "
@@ -528,16 +531,14 @@ def below_best(runs: Sequence[Run], dimension: str) -> dict[str, list[str]] | No
     scored = [run for run in runs if run.has_answers]
     if len(scored) < 2:
         return None
-    hits = {
-        run.label: {int(r["index"]): (label(r.get(dimension)), bool(r.get("hit"))) for r in run.records}
-        for run in scored
-    }
+    # value -> run -> question index -> hit, in one pass over the records
+    members: dict[str, dict[str, dict[int, bool]]] = defaultdict(lambda: defaultdict(dict))
+    for run in scored:
+        for r in run.records:
+            members[label(r.get(dimension))][run.label][int(r["index"])] = bool(r.get("hit"))
     tests: dict[tuple[str, str], dict[str, Any]] = {}
-    for value in sorted({v for table in hits.values() for v, _ in table.values()}):
-        members = {
-            run: {i: hit for i, (v, hit) in table.items() if v == value} for run, table in hits.items()
-        }
-        present = {run: answers for run, answers in members.items() if answers}
+    for value in sorted(members):
+        present = members[value]
         if len(present) < 2:
             continue
         best = max(present, key=lambda run: sum(present[run].values()) / len(present[run]))
@@ -548,7 +549,7 @@ def below_best(runs: Sequence[Run], dimension: str) -> dict[str, list[str]] | No
             pairs = paired.Pairs.count([present[best][i] for i in shared], [answers[i] for i in shared])
             if pairs.a_only > pairs.b_only:
                 tests[(value, run)] = {"p_value": paired.mcnemar_exact(pairs.a_only, pairs.b_only)}
-    paired.adjust(tests, {key: key for key in tests}, paired.ALPHA)
+    paired.adjust(tests, None, paired.ALPHA)
     below: dict[str, list[str]] = {}
     for (value, run), test in tests.items():
         if test["significant"]:
@@ -583,7 +584,7 @@ def _weakest_section(runs: Sequence[Run]) -> list[str]:
         f"Lowest accuracy among nodes (view › modality › category) with at least {MIN_NODE_QUESTIONS} "
         "questions.",
         "",
-        *_md_table(("run", "view", "node", "questions", "accuracy % [95% CI]"), rows, align="lllrr"),
+        *markdown_table(("run", "view", "node", "questions", "accuracy % [95% CI]"), rows, align="lllrr"),
     ]
 
 
@@ -618,7 +619,7 @@ def _choices_section(runs: Sequence[Run]) -> list[str]:
         "Share of questions per chosen letter, beside the share per answer letter (where the split has "
         "answers). A model that favours a position chooses it more often than it is the answer.",
         "",
-        *_md_table(header, rows),
+        *markdown_table(header, rows),
     ]
 
 

@@ -64,28 +64,25 @@ def build_records(
     check_mode(matching)
     errors = errors or {}
     rows = sorted(questions, key=lambda r: int(r["index"]))
-    missing = [
-        int(r["index"]) for r in rows if int(r["index"]) not in predictions and int(r["index"]) not in errors
-    ]
+    indices = [int(row["index"]) for row in rows]
+    missing = [index for index in indices if index not in predictions and index not in errors]
     if missing:
         raise ValueError(
-            f"no prediction for {len(missing)} question(s) (indices {_preview(missing)}): "
+            f"no prediction for {len(missing)} question(s) (indices {schema.preview_indices(missing, 10)}): "
             "give one per selected question"
         )
-    texts = [predictions.get(int(row["index"])) or "" for row in rows]
-    # a failed question has no answer to read: it goes neither to matching's quirks nor to the judge
-    readable = [int(row["index"]) not in errors for row in rows]
+    texts = [predictions.get(index) or "" for index in indices]
     choices = [present_options([row.get(letter) for letter in schema.OPTION_LETTERS]) for row in rows]
     chosen, how = scoring.choose(
-        [text if ok else None for text, ok in zip(texts, readable, strict=True)],
+        # a failed question has no answer to read: None, neither matched nor judged
+        [None if index in errors else text for index, text in zip(indices, texts, strict=True)],
         choices,
         matching,
         judge,
         [row.get("question") for row in rows],
     )
     records = []
-    for row, text, choice, matched_by in zip(rows, texts, chosen, how, strict=True):
-        index = int(row["index"])
+    for index, row, text, choice, matched_by in zip(indices, rows, texts, chosen, how, strict=True):
         answer = row.get("answer")
         records.append(
             {
@@ -100,11 +97,6 @@ def build_records(
             }
         )
     return records
-
-
-def _preview(indices: Sequence[int], shown: int = 10) -> str:
-    text = ", ".join(map(str, indices[:shown]))
-    return text + (", ..." if len(indices) > shown else "")
 
 
 def compute_results(
@@ -157,7 +149,8 @@ def write_outputs(
     absent = [int(r["index"]) for r in records if int(r["index"]) not in by_index]
     if absent:
         raise ValueError(
-            f"records for indices {_preview(absent)} have no question row: pass the dataset's rows"
+            f"records for indices {schema.preview_indices(absent, 10)} have no question row: "
+            "pass the dataset's rows"
         )
     results = {
         **compute_results(records, by_index, split, matching, judge),

@@ -228,6 +228,8 @@ def add_openai_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     """``--judge`` and its endpoint (shared by ``gmai-hf run`` and ``gmai-hf score``)."""
+    from gmai_hf.client import DEFAULTS
+
     group = parser.add_argument_group(
         "LLM judge", "VLMEvalKit's judge for answers exact matching cannot read (never a random letter)"
     )
@@ -242,7 +244,7 @@ def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--judge-api-key-env",
-        default="OPENAI_API_KEY",
+        default=DEFAULTS["api_key_env"],
         metavar="VAR",
         help="environment variable holding the judge's API key (default OPENAI_API_KEY)",
     )
@@ -306,7 +308,7 @@ def main(args: argparse.Namespace) -> int:
     from gmai_hf.processes import OutputLocked, StartupTimeout
 
     log = logging.getLogger("gmai_hf.run")
-    main_process = os.environ.get("RANK", "0") == "0"
+    main_process = _is_main_process()
     try:
         config = config_from_args(args)
         return runner.run(config)
@@ -331,6 +333,11 @@ def main(args: argparse.Namespace) -> int:
         return 2
 
 
+def _is_main_process() -> bool:
+    """Rank 0 of a launch (or a plain process): the one that logs and reports for all."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _first_line(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
@@ -341,7 +348,7 @@ def cli(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gmai_hf.run", description=HELP)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    main_process = os.environ.get("RANK", "0") == "0"
+    main_process = _is_main_process()
     logging.basicConfig(
         level=logging.INFO if main_process else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -446,7 +446,7 @@ class Runner:
             if state.is_main_process:
                 plan = self._plan(questions, token)
             else:
-                plan = self.peers.wait_for(plan_path, lambda path: _plan_for(path, token), "the plan")
+                plan = self.peers.wait_for(plan_path, lambda path: _plan_for(path, token))
             progress = Progress(
                 [
                     self.shards_dir / shard_name("answers", rank, self.processes, ".jsonl")

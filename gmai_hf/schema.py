@@ -7,6 +7,8 @@ Facts come from ``shared/GMAI_MMBENCH.md``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 # --- Columns ---------------------------------------------------------------------------------
 
 OPTION_LETTERS: tuple[str, ...] = ("A", "B", "C", "D", "E")
@@ -203,6 +205,34 @@ TEST_MD5: dict[int, str] = {
     10: "3dae94627b9ac0fe00180d4780fbf6dc",
     11: "d08dc813f0eb6bbab63cae2a9d113c4b",
 }
+
+#: The image formats found in the files, by their first bytes (WebP is recognised apart: RIFF....WEBP).
+IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def image_kind(data: bytes) -> str | None:
+    """The format of an image file's bytes (``PNG``, ``JPEG``, ``GIF``, ``BMP``, ``TIFF``, ``WEBP``), or
+    None when they are not one of them."""
+    for magic, kind in IMAGE_MAGIC:
+        if data.startswith(magic):
+            return kind
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def preview_indices(indices: Sequence[int], shown: int = 5) -> str:
+    """The first question indices of a list, for an error message: ``3, 8, 12, ...``."""
+    return ", ".join(map(str, indices[:shown])) + (", ..." if len(indices) > shown else "")
+
 
 #: An ``image`` field this short is the ``index`` of another row holding the same image.
 IMAGE_REFERENCE_MAX_CHARS = 64

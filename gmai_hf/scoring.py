@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gmai_hf import schema
-from gmai_hf.matching import REFUSAL_LETTER, Options, check_mode, infer_choices, present_options
+from gmai_hf.matching import Options, check_mode, chosen_letter, infer_choices, present_options
 from gmai_hf.tree import NONE_LABEL, nest
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ def choose(
         for i, verdict in zip(unread, judge.decide(items), strict=True):
             raw[i] = verdict.letter or False
             how[i] = "judge" if verdict.letter else "judge_failed"
-    chosen = [value if value and value != REFUSAL_LETTER else None for value in raw]
+    chosen = [chosen_letter(value) for value in raw]
     return chosen, how
 
 

@@ -17,25 +17,17 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from gmai_hf import schema
 from gmai_hf.backends.base import Answer, Backend, Batch, Failed, Prepared, Question, QuestionError
 from gmai_hf.client import DEFAULTS, ChatClient
 
-_MIME: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF8", "image/gif"),
-    (b"BM", "image/bmp"),
-)
-
 
 def mime_type(data: bytes) -> str:
-    """The MIME type of an image file's bytes (PNG, JPEG, GIF, BMP, WebP)."""
-    for magic, mime in _MIME:
-        if data.startswith(magic):
-            return mime
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    raise QuestionError("the image is in a format servers do not take (not PNG, JPEG, GIF, BMP or WebP)")
+    """The MIME type of an image file's bytes (PNG, JPEG, GIF, BMP, WebP: what servers take)."""
+    kind = schema.image_kind(data)
+    if kind is None or kind == "TIFF":
+        raise QuestionError("the image is in a format servers do not take (not PNG, JPEG, GIF, BMP or WebP)")
+    return f"image/{kind.lower()}"
 
 
 class OpenAIPreparer:

@@ -58,14 +58,6 @@ def summarize(rows: Iterable[dict[str, Any]], files: list[str]) -> dict[str, Any
     }
 
 
-def _split_paths(data_dir: str | None) -> dict[str, list[Path]]:
-    from gmai_hf import builder, download
-
-    if data_dir is not None:
-        return {split: builder.local_split_files(data_dir, split) for split in schema.SPLITS}
-    return {split: download.cached_split_files(split) for split in schema.SPLITS}
-
-
 def export_summary(source: str) -> dict[str, dict[str, Any]]:
     """Counts per split of a Parquet export, from its metadata columns."""
     from gmai_hf.builder import load_export
@@ -81,12 +73,14 @@ def export_summary(source: str) -> dict[str, dict[str, Any]]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from gmai_hf.export import is_export
+    from gmai_hf import identity
+    from gmai_hf.export import export_source
 
-    if args.dataset or (args.data_dir and is_export(args.data_dir)):
-        summary = export_summary(args.dataset or args.data_dir)
+    exported = export_source(args.data_dir, args.dataset)
+    if exported is not None:
+        summary = export_summary(exported)
     else:
-        paths = _split_paths(args.data_dir)
+        paths = {split: identity.split_files(split, args.data_dir) for split in schema.SPLITS}
         if not any(paths.values()):
             where = args.data_dir or "the Hugging Face Hub cache"
             print(

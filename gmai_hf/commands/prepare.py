@@ -70,9 +70,9 @@ def main(args: argparse.Namespace) -> int:
     import datasets
 
     import gmai_hf  # noqa: F401  (registers the builder)
-    from gmai_hf.export import is_export
+    from gmai_hf.export import export_source
 
-    if args.data_dir is not None and is_export(args.data_dir):
+    if export_source(args.data_dir) is not None:
         return prepare_export(args.data_dir, list(schema.SPLITS) if args.split == "all" else [args.split])
 
     builder = datasets.load_dataset_builder(

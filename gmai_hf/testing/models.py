@@ -389,12 +389,8 @@ def build_tiny_qwen2_5_vl(path: str | Path, seed: int = 0) -> Path:
         video_processor=Qwen2VLVideoProcessor(**sizes),
         chat_template=QWEN2_5_VL_CHAT_TEMPLATE,
     )
-    special = tokenizer.convert_tokens_to_ids
-    text = _tiny_text(
-        len(tokenizer),
-        bos_token_id=special("<|endoftext|>"),
-        eos_token_id=[special("<|im_end|>"), special("<|endoftext|>")],
-        pad_token_id=special("<|endoftext|>"),
+    text = _qwen_text(
+        tokenizer,
         # the rotary half of each 16-wide head split over (time, height, width)
         rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [2, 3, 3]},
     )
@@ -411,10 +407,7 @@ def build_tiny_qwen2_5_vl(path: str | Path, seed: int = 0) -> Path:
             "fullatt_block_indexes": [1],
             "out_hidden_size": text["hidden_size"],
         },
-        image_token_id=special("<|image_pad|>"),
-        video_token_id=special("<|video_pad|>"),
-        vision_start_token_id=special("<|vision_start|>"),
-        vision_end_token_id=special("<|vision_end|>"),
+        **_qwen_vl_token_ids(tokenizer),
     )
     return _save(path, processor, lambda: Qwen2_5_VLForConditionalGeneration(config), seed, torch)
 
@@ -446,13 +439,9 @@ def build_tiny_qwen3_vl(path: str | Path, seed: int = 0) -> Path:
         video_processor=Qwen3VLVideoProcessor(**sizes, image_mean=half, image_std=half),
         chat_template=QWEN3_VL_CHAT_TEMPLATE,
     )
-    special = tokenizer.convert_tokens_to_ids
-    text = _tiny_text(
-        len(tokenizer),
+    text = _qwen_text(
+        tokenizer,
         head_dim=16,
-        bos_token_id=special("<|endoftext|>"),
-        eos_token_id=[special("<|im_end|>"), special("<|endoftext|>")],
-        pad_token_id=special("<|endoftext|>"),
         rope_parameters={
             "rope_type": "default",
             "rope_theta": 5_000_000.0,
@@ -473,10 +462,7 @@ def build_tiny_qwen3_vl(path: str | Path, seed: int = 0) -> Path:
             "deepstack_visual_indexes": [0],
             "out_hidden_size": text["hidden_size"],
         },
-        image_token_id=special("<|image_pad|>"),
-        video_token_id=special("<|video_pad|>"),
-        vision_start_token_id=special("<|vision_start|>"),
-        vision_end_token_id=special("<|vision_end|>"),
+        **_qwen_vl_token_ids(tokenizer),
     )
     return _save(path, processor, lambda: Qwen3VLForConditionalGeneration(config), seed, torch)
 
@@ -576,19 +562,34 @@ def build_tiny_llava_onevision(path: str | Path, seed: int = 0) -> Path:
     return _save(path, processor, lambda: LlavaOnevisionForConditionalGeneration(config), seed, torch)
 
 
+def _qwen_text(tokenizer: Any, **overrides: Any) -> dict[str, Any]:
+    """A tiny Qwen-family language model's settings for a tokenizer of :func:`_qwen_tokenizer`."""
+    special = tokenizer.convert_tokens_to_ids
+    return _tiny_text(
+        len(tokenizer),
+        bos_token_id=special("<|endoftext|>"),
+        eos_token_id=[special("<|im_end|>"), special("<|endoftext|>")],
+        pad_token_id=special("<|endoftext|>"),
+        **overrides,
+    )
+
+
 def _qwen2_text(tokenizer: Any) -> Any:
-    """A tiny Qwen2 language model config for a tokenizer of :func:`_qwen_tokenizer`."""
+    """A tiny Qwen2 language model config (InternVL's and LLaVA-OneVision's)."""
     from transformers import Qwen2Config
 
+    return Qwen2Config(**_qwen_text(tokenizer))
+
+
+def _qwen_vl_token_ids(tokenizer: Any) -> dict[str, int]:
+    """The image and video token ids of a Qwen-VL configuration."""
     special = tokenizer.convert_tokens_to_ids
-    return Qwen2Config(
-        **_tiny_text(
-            len(tokenizer),
-            bos_token_id=special("<|endoftext|>"),
-            eos_token_id=[special("<|im_end|>"), special("<|endoftext|>")],
-            pad_token_id=special("<|endoftext|>"),
-        )
-    )
+    return {
+        "image_token_id": special("<|image_pad|>"),
+        "video_token_id": special("<|video_pad|>"),
+        "vision_start_token_id": special("<|vision_start|>"),
+        "vision_end_token_id": special("<|vision_end|>"),
+    }
 
 
 def _save(path: str | Path, processor: Any, make_model: Callable[[], Any], seed: int, torch: Any) -> Path:

@@ -38,6 +38,9 @@ Decide = Callable[[str, int], "str | None"]
 
 def in_order(*faults: str) -> Decide:
     """The first requests get ``faults`` one each, in order; every later one is forwarded."""
+    unknown = sorted(set(faults) - set(FAULTS))
+    if unknown:
+        raise ValueError(f"unknown fault(s) {unknown}: choose from {', '.join(FAULTS)}")
     queue = list(faults)
     lock = threading.Lock()
 

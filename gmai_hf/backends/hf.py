@@ -52,7 +52,10 @@ def process_gpus(
     """
     if gpu_count == 0:
         if gpus_per_process:
-            raise ValueError(f"--gpus-per-process {gpus_per_process}: no GPU is visible to this process")
+            raise ValueError(
+                f"--gpus-per-process {gpus_per_process}: no GPU is visible to this process "
+                "(check CUDA_VISIBLE_DEVICES, or leave the flag out to run on the CPU)"
+            )
         return []
     per = max(gpus_per_process or gpu_count // local_processes, 1)
     if local_processes * per > gpu_count:

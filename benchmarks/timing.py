@@ -39,7 +39,7 @@ def loop_questions_per_s(
         model=model, output_dir=data_dir, data_dir=str(data_dir), limit=questions, protocol=protocol
     )
     rows = list(runner.load_questions(config).ds)
-    backend = load_backend("transformers", model, device(), reserved_tokens=max_new_tokens)
+    backend = load_backend("transformers", model, device())
     # the runner's own preparation of a question (protocol, prompt, processor), in this process
     questions = runner.QuestionDataset(rows, config.prompt, config.protocol, backend.preparer(), True)
     backend.generate([questions[0]], max_new_tokens)

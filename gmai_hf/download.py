@@ -29,6 +29,13 @@ logger = logging.getLogger(__name__)
 Fetch = Callable[[str, str, "str | bool | None"], "str | os.PathLike[str]"]
 
 _MD5_CHUNK = 8 * 1024 * 1024
+#: Seconds the one reachability request may take before the Hub counts as out of reach.
+HUB_CHECK_TIMEOUT_S = 5.0
+#: The ways to give data without the Hub, as the command line and ``load_dataset`` spell them.
+OTHER_SOURCES = (
+    "give the data another way: --sample (the bundled synthetic sample), --data-dir FOLDER (the official "
+    "TSVs, or a Parquet export) or --dataset REPO (an export); in Python, data_dir=FOLDER"
+)
 
 
 @dataclass(frozen=True)
@@ -169,6 +176,30 @@ def hub_fetch(repo_id: str, filename: str, token: str | bool | None = None) -> P
         ) from error
 
 
+def require_hub(split: str, token: str | bool | None = None) -> None:
+    """Fail within seconds, in one line, when ``split`` is not in the local Hub cache and the Hub
+    cannot be reached; otherwise the download would retry for half a minute before saying so."""
+    if len(cached_split_files(split)) == len(official_files(split)):
+        return
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    where = f"the official {split} files are not in the local Hub cache"
+    if constants.HF_HUB_OFFLINE:
+        raise ConnectionError(f"{where} and the Hub is off (HF_HUB_OFFLINE=1): {OTHER_SOURCES}")
+    first = official_files(split)[0]
+    url = hf_hub_url(first.repo_id, first.filename, repo_type="dataset")
+    try:
+        get_hf_file_metadata(url, token=token, timeout=HUB_CHECK_TIMEOUT_S, retry_on_errors=False)
+    except HfHubHTTPError:
+        return  # the Hub answered (a gated repository, say): the download itself says what to do
+    except Exception as error:  # no connection (DNS, refused, timeout): the HTTP client's own types
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConnectionError(
+            f"{where} and the Hugging Face Hub cannot be reached ({reason}): {OTHER_SOURCES}"
+        ) from None
+
+
 def download_split(
     split: str,
     *,
@@ -177,6 +208,8 @@ def download_split(
     verify: bool = True,
 ) -> list[Path]:
     """Local paths of ``split``'s official files, fetched (default: from the Hub) and md5-verified."""
+    if fetch is None:
+        require_hub(split, token)
     fetch = fetch or hub_fetch
     paths = []
     for official in official_files(split):

@@ -80,22 +80,21 @@ class OutputLock:
             logger.warning("no file locking on this platform: do not run two launches into one --output-dir")
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.path.open("a+", encoding="utf-8")
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            holder = handle.read().strip()
-            handle.close()
+        while True:
+            handle = self.path.open("a+", encoding="utf-8")
             try:
-                info = json.loads(holder)
-                who = f"pid {info['pid']} on {info['host']}, running since {info['since']}"
-            except (ValueError, KeyError, TypeError):
-                who = "another process"
-            raise OutputLocked(
-                f"{self.path.parent} is in use by another run ({who}): wait for it to finish, stop it, or "
-                "use another --output-dir"
-            ) from None
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                holder = handle.read().strip()
+                handle.close()
+                raise OutputLocked(
+                    f"{self.path.parent} is in use by another run ({_holder(holder)}): wait for it to "
+                    "finish, stop it, or use another --output-dir"
+                ) from None
+            if self._is_current(handle):
+                break
+            handle.close()  # its holder released and removed it between our open and flock: again
         handle.seek(0)
         handle.truncate()
         handle.write(
@@ -111,10 +110,28 @@ class OutputLock:
         self._handle = handle
         return self
 
+    def _is_current(self, handle: Any) -> bool:
+        """Whether ``handle`` is still the file at :attr:`path` (a released lock's file is removed)."""
+        try:
+            return os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            return False
+
     def release(self) -> None:
+        """Drop the lock and remove its file (while still holding it: no one can take a stale one)."""
         if self._handle is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
             self._handle.close()  # closing the file drops the flock
             self._handle = None
+
+
+def _holder(text: str) -> str:
+    try:
+        info = json.loads(text)
+        return f"pid {info['pid']} on {info['host']}, running since {info['since']}"
+    except (ValueError, KeyError, TypeError):
+        return "another process"
 
 
 def launched_by_launcher() -> bool:

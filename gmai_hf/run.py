@@ -18,6 +18,7 @@ from gmai_hf import SAMPLE_DIR, prompts, protocols, schema
 from gmai_hf.backends import BACKENDS, backend_for
 from gmai_hf.backends.base import MODES
 from gmai_hf.backends.hf import DEVICE_MAPS, DTYPES
+from gmai_hf.commands import DATASET_HELP
 from gmai_hf.matching import MATCHING_MODES
 from gmai_hf.runner import RunConfig
 
@@ -56,10 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder holding the official TSV files, or a Parquet export of them (default: download the "
         "TSVs from the Hugging Face Hub)",
     )
-    data.add_argument(
-        "--dataset",
-        help="a Parquet export of the benchmark (gmai-hf export): a Hub dataset repository, or its folder",
-    )
+    data.add_argument("--dataset", help=DATASET_HELP)
     data.add_argument(
         "--sample",
         action="store_true",
@@ -76,13 +74,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for flag, name in SELECTION_FLAGS.items():
         what = (
-            "words found in the question or an option (case-insensitive)" if name == "keywords" else "values"
+            "questions whose text or options contain any of these words (case-insensitive)"
+            if name == "keywords"
+            else f"questions whose {name.replace('_', ' ')} is one of these (as `gmai-hf tree` names them)"
         )
         selection.add_argument(
-            flag, dest=name, nargs="+", action="extend", metavar="VALUE", help=f"{name} {what}"
+            flag, dest=name, nargs="+", action="extend", metavar="VALUE", help=f"{what} (default: all)"
         )
     parser.add_argument(
-        "--limit", type=int, help="evaluate only the first N selected questions (index order)"
+        "--limit",
+        type=int,
+        metavar="N",
+        help="evaluate only the first N selected questions, in index order (default: all)",
     )
     parser.add_argument(
         "--batch-size",
@@ -345,14 +348,13 @@ def _first_line(error: BaseException) -> str:
 
 def cli(argv: Sequence[str] | None = None) -> int:
     """``python -m gmai_hf.run`` / ``accelerate launch -m gmai_hf.run``: one process of a run."""
-    parser = argparse.ArgumentParser(prog="python -m gmai_hf.run", description=HELP)
+    from gmai_hf.cli import Parser, add_verbose_argument, configure_logging
+
+    parser = Parser(prog="python -m gmai_hf.run", description=HELP)
     add_arguments(parser)
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
-    main_process = _is_main_process()
-    logging.basicConfig(
-        level=logging.INFO if main_process else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.verbose, _is_main_process())
     return main(args)
 
 

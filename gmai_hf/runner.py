@@ -409,7 +409,20 @@ class Runner:
         self.answer_started: float | None = None  # when this process's model was ready
 
     def run(self) -> int:
-        """Take the output folder, share the launch token, then run; the exit status."""
+        """Take the output folder, share the launch token, then run; the exit status.
+
+        A start that fails before any answer is written (bad data, a model that can't be had)
+        removes the output folder it created, so the folder is there only once a run is."""
+        created = not Path(self.config.output_dir).exists()
+        status = 2
+        try:
+            status = self._locked_run()
+            return status
+        finally:
+            if created and status == 2 and self.state.is_main_process:
+                remove_unanswered(Path(self.config.output_dir))
+
+    def _locked_run(self) -> int:
         state = self.state
         lock, token, refused = None, None, None
         if state.is_main_process:
@@ -525,7 +538,6 @@ class Runner:
             dtype=config.dtype,
             seed=config.seed,
             trust_remote_code=config.trust_remote_code,
-            reserved_tokens=config.max_new_tokens if config.mode == "generate" else 1,
             options=config.backend_options,
             device_map=config.device_map,
             gpus_per_process=config.gpus_per_process,
@@ -545,10 +557,11 @@ class Runner:
         )
         kill_after = _kill_after(self.rank)
         written, checked = 0, time.monotonic()
+        failures = FailureLog()
         with self.answers_path.open("a", encoding="utf-8") as out:
             for answer in backend.answers(loader, config.mode, config.max_new_tokens):
                 if answer.error:
-                    logger.warning("%s", answer.error)
+                    failures.add(answer.error)
                 out.write(json.dumps(answer.to_json()) + "\n")
                 out.flush()
                 written += 1
@@ -583,6 +596,17 @@ class Runner:
         predictions = {int(a["index"]): a["prediction"] for a in selected if not a.get("error")}
         errors = {int(a["index"]): a["error"] for a in selected if a.get("error")}
         retryable = [int(a["index"]) for a in selected if a.get("error") and a.get("retry")]
+        if rows and len(errors) == len(rows):
+            index, error = next(iter(errors.items()))
+            logger.error(
+                "every one of the %d questions failed (e.g. question %d: %s); nothing to score, no results "
+                "written%s",
+                len(rows),
+                index,
+                error,
+                ": rerun the same command to retry them" if retryable else "",
+            )
+            return 1
         judge = Judge.from_options(config.judge, matching_mode=config.matching)
         records = results.build_records(rows, predictions, errors, matching=config.matching, judge=judge)
         new = plan["pending"]
@@ -644,6 +668,22 @@ class Runner:
         return 0
 
 
+class FailureLog:
+    """Logs the first failure of each kind (numbers aside) and only counts the rest: a model whose
+    context is too short fails every question the same way, and says so once, not per question."""
+
+    def __init__(self) -> None:
+        self.kinds: dict[str, int] = {}
+
+    def add(self, error: str) -> None:
+        kind = re.sub(r"\d+", "N", error)
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        if self.kinds[kind] == 1:
+            logger.warning("%s (other questions failing the same way are counted, not logged)", error)
+        else:
+            logger.debug("%s", error)
+
+
 def _plan_for(path: Path, token: str) -> dict[str, Any] | None:
     """The plan in ``path`` if it is this launch's (an earlier launch's plan may still be there)."""
     try:
@@ -686,9 +726,35 @@ def make_state() -> Any:
     return PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=startup_timeout_s()))
 
 
+def remove_unanswered(output_dir: Path) -> None:
+    """Remove a run folder that holds no answer (what a failed start made: shards, markers, plan)."""
+    shards = output_dir / SHARDS_DIR
+    if not output_dir.is_dir() or any(path.stat().st_size for path in shards.glob("answers-*.jsonl")):
+        return
+    if any(path.name != SHARDS_DIR for path in output_dir.iterdir()):
+        return  # something else is there: not ours to remove
+    import shutil
+
+    shutil.rmtree(output_dir, ignore_errors=True)
+
+
+def preflight(config: RunConfig) -> None:
+    """The checks that need neither the output folder nor the data: a run that cannot start fails
+    here in seconds and in one line, before it makes anything on disk."""
+    if config.data_dir is None and config.dataset is None:
+        from gmai_hf.download import require_hub
+
+        require_hub(config.split)
+    if config.backend == "transformers":
+        from gmai_hf.backends.hf import locate_model
+
+        locate_model(config.model)
+
+
 def run(config: RunConfig) -> int:
     """Run (or resume) an evaluation in this process; the exit status of the process."""
     config.validate()
+    preflight(config)
     heartbeat = Heartbeat().start()  # from the start: an orphaned process exits even during start-up
     try:
         state = make_state()

@@ -20,7 +20,7 @@ from gmai_hf.testing.models import TINY_MODELS
 @pytest.fixture(scope="module", params=sorted(TINY_MODELS))
 def hf_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> HFBackend:
     path = TINY_MODELS[request.param](tmp_path_factory.mktemp(request.param))
-    backend = load_backend("transformers", str(path), "cpu", reserved_tokens=6)
+    backend = load_backend("transformers", str(path), "cpu")
     assert isinstance(backend, HFBackend)
     return backend
 
@@ -97,8 +97,8 @@ def test_letter_tokens_decode_to_their_letter(hf_backend: HFBackend) -> None:
 
 
 def test_too_long_prompt_is_a_question_error(hf_backend: HFBackend) -> None:
-    preparer = HFPreparer(hf_backend.processor, max_positions=40, reserved_tokens=8)
-    with pytest.raises(QuestionError, match="exceeds the model's 40 positions"):
+    preparer = HFPreparer(hf_backend.processor, max_positions=40)
+    with pytest.raises(QuestionError, match="fills the model's 40 positions"):
         preparer(_questions(1)[0])
 
 

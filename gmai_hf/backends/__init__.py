@@ -41,7 +41,6 @@ def load_backend(
     dtype: str = "auto",
     seed: int = 0,
     trust_remote_code: bool = False,
-    reserved_tokens: int = 1,
     options: dict[str, Any] | None = None,
     device_map: str | None = None,
     gpus_per_process: int | None = None,
@@ -63,7 +62,6 @@ def load_backend(
         device,
         dtype=dtype,
         trust_remote_code=trust_remote_code,
-        reserved_tokens=reserved_tokens,
         device_map=device_map,
         gpus_per_process=gpus_per_process,
     )

@@ -8,6 +8,7 @@ so a batch can be split again (after an out-of-memory error) without preparing i
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -70,12 +71,9 @@ def process_gpus(
 class HFPreparer:
     """Chat template + processor for one question (picklable: runs in DataLoader workers)."""
 
-    def __init__(
-        self, processor: Any, max_positions: int | None, reserved_tokens: int, use_chat_template: bool = True
-    ) -> None:
+    def __init__(self, processor: Any, max_positions: int | None, use_chat_template: bool = True) -> None:
         self.processor = processor
         self.max_positions = max_positions
-        self.reserved_tokens = reserved_tokens
         self.use_chat_template = use_chat_template
 
     def __call__(self, question: Question) -> Prepared:
@@ -102,10 +100,10 @@ class HFPreparer:
             # training targets, and lists of per-image metadata some processors add (not model inputs)
             del features[key]
         length = int(features["input_ids"].shape[1])
-        if self.max_positions and length + self.reserved_tokens > self.max_positions:
+        if self.max_positions and length >= self.max_positions:
             raise QuestionError(
-                f"prompt is {length} tokens; with {self.reserved_tokens} new tokens it exceeds the model's "
-                f"{self.max_positions} positions (lower --max-new-tokens or use a longer-context model)"
+                f"prompt is {length} tokens: it fills the model's {self.max_positions} positions and leaves "
+                "no room for an answer (use a longer-context model)"
             )
         return Prepared(index=question.index, letters=tuple(question.options), features=features, cost=length)
 
@@ -143,6 +141,7 @@ HUB_CHECK_TIMEOUT_S = 10.0
 SERVE_HINT = "serve it with vLLM or SGLang (`vllm serve MODEL`) and evaluate it with --backend openai"
 
 
+@functools.cache
 def locate_model(model_id: str) -> bool:
     """Whether to load ``model_id`` from local files only; fails fast when it cannot be had.
 
@@ -156,27 +155,24 @@ def locate_model(model_id: str) -> bool:
     from huggingface_hub import constants, model_info, try_to_load_from_cache
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RepositoryNotFoundError
 
+    if not could_be_hub_id(model_id):
+        raise OSError(f"--model {model_id}: no such folder ({Path(model_id).expanduser().absolute()})")
+    # a name like "models/tiny" is a folder path or a Hub id: say what was found for both
     local = f"or pass --model /path/to/a/folder holding it (e.g. from `hf download {model_id}`)"
-    try:
-        cached = isinstance(try_to_load_from_cache(model_id, "config.json"), str)
-    except HFValidationError:
-        raise OSError(
-            f"--model {model_id!r} is neither a folder nor a Hugging Face Hub model id (owner/name): "
-            "check the path"
-        ) from None
+    cached = isinstance(try_to_load_from_cache(model_id, "config.json"), str)
     if constants.HF_HUB_OFFLINE:
         if cached:
             return True
         raise OSError(
-            f"{model_id}: not in the local Hub cache, and the Hub is off (HF_HUB_OFFLINE=1): {local}"
+            f"--model {model_id}: no such folder here, and not in the local Hub cache with the Hub off "
+            f"(HF_HUB_OFFLINE=1): check the path, {local}"
         )
     try:
         model_info(model_id, timeout=HUB_CHECK_TIMEOUT_S)
-    except RepositoryNotFoundError:
+    except (RepositoryNotFoundError, HFValidationError):
         raise OSError(
-            f"{model_id}: no such model on the Hugging Face Hub (or it is private: log in with "
-            "`hf auth login`); "
-            f"check the name, {local}"
+            f"--model {model_id}: no such folder here, and no such model on the Hugging Face Hub (or it "
+            "is private: log in with `hf auth login`): check the path or the name"
         ) from None
     except HfHubHTTPError:
         return False  # e.g. a gated model: the download says what to do
@@ -187,9 +183,23 @@ def locate_model(model_id: str) -> bool:
             )
             return True
         raise OSError(
-            f"{model_id}: cannot reach the Hugging Face Hub ({error}) to download it; connect, {local}"
+            f"--model {model_id}: no such folder here, and the Hugging Face Hub cannot be reached "
+            f"({error}) to download it: check the path, connect, {local}"
         ) from None
     return False
+
+
+def could_be_hub_id(name: str) -> bool:
+    """Whether ``name`` is spelled like a Hub model id (``name`` or ``owner/name``), not only a path."""
+    from huggingface_hub.utils import validate_repo_id
+
+    if name.startswith(("/", "./", "../", "~")) or name.count("/") > 1:
+        return False
+    try:
+        validate_repo_id(name)
+    except ValueError:
+        return False
+    return True
 
 
 class HFBackend(Backend):
@@ -202,7 +212,6 @@ class HFBackend(Backend):
         *,
         dtype: str = "auto",
         trust_remote_code: bool = False,
-        reserved_tokens: int = 1,
         device_map: str | None = None,
         gpus_per_process: int | None = None,
     ) -> None:
@@ -270,7 +279,8 @@ class HFBackend(Backend):
         self.model = model.eval()
         text_config = self.model.config.get_text_config()
         self.max_positions = getattr(text_config, "max_position_embeddings", None)
-        self.reserved_tokens = reserved_tokens
+        #: The fewest new tokens a batch was allowed when its prompts left less than --max-new-tokens.
+        self.fitted_budget: int | None = None
         self.eos_token_id = self.model.generation_config.eos_token_id
         eos = self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id]
         self.stop_ids = [i for i in eos if i is not None] or [self.pad_token_id]
@@ -311,7 +321,7 @@ class HFBackend(Backend):
         return getattr(torch, dtype)
 
     def preparer(self) -> HFPreparer:
-        return HFPreparer(self.processor, self.max_positions, self.reserved_tokens, self.use_chat_template)
+        return HFPreparer(self.processor, self.max_positions, self.use_chat_template)
 
     def collate(self, items: Sequence[Prepared]) -> dict[str, Any]:
         """Batch the items' processor outputs and move them to the device.
@@ -361,6 +371,7 @@ class HFBackend(Backend):
         from transformers import GenerationConfig
 
         batch = self.collate(items)
+        max_new_tokens = self.fit_budget(int(batch["input_ids"].shape[1]), max_new_tokens)
         config = GenerationConfig(
             max_new_tokens=max_new_tokens,
             do_sample=False,
@@ -379,6 +390,27 @@ class HFBackend(Backend):
             Answer(item.index, text.strip(), truncated=cut and not bool(stopped.any()))
             for item, text, stopped in zip(items, texts, ended, strict=True)
         ]
+
+    def fit_budget(self, prompt_length: int, max_new_tokens: int) -> int:
+        """``max_new_tokens``, or what the model's positions leave after the prompt when that is less.
+
+        A small-context model (512 positions, like the tiny test models) would otherwise fail
+        every question under the default 2048; the first fitted batch is logged once, and the
+        smallest budget goes into results.json (``run.engine.fitted_max_new_tokens``).
+        """
+        if not self.max_positions or prompt_length + max_new_tokens <= self.max_positions:
+            return max_new_tokens
+        budget = self.max_positions - prompt_length
+        if self.fitted_budget is None:
+            logger.warning(
+                "the model takes at most %d positions: each answer gets what its prompt leaves "
+                "(%d new tokens here) instead of --max-new-tokens %d",
+                self.max_positions,
+                budget,
+                max_new_tokens,
+            )
+        self.fitted_budget = min(budget, self.fitted_budget or budget)
+        return budget
 
     def score_letters(self, items: Sequence[Prepared]) -> list[str]:
         torch = self.torch
@@ -417,4 +449,6 @@ class HFBackend(Backend):
             "attention": getattr(self.model.config, "_attn_implementation", None),
             # where --batch-size auto (or an out-of-memory halving) ended up
             "batch_size": self.batch_limit,
+            "max_positions": self.max_positions,
+            "fitted_max_new_tokens": self.fitted_budget,
         }

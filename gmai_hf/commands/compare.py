@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from gmai_hf import paired
+from gmai_hf.commands import DATASET_HELP
 
 HELP = (
     "paired comparison of two runs (run folders, or prediction files gmai-hf score accepts): per node of "
@@ -18,8 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from gmai_hf import protocols
-    from gmai_hf.matching import MATCHING_MODES
+    from gmai_hf.commands import score
 
     parser.add_argument("run_a", type=Path, metavar="RUN_A", help="run folder or prediction file of model A")
     parser.add_argument("run_b", type=Path, metavar="RUN_B", help="run folder or prediction file of model B")
@@ -37,9 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     source = files.add_mutually_exclusive_group()
     source.add_argument("--data-dir", type=Path, help="the official TSVs or an export (default: the Hub)")
-    source.add_argument("--dataset", help="a Parquet export (gmai-hf export) on the Hub, or its folder")
-    files.add_argument("--matching", choices=MATCHING_MODES, default="vlmevalkit")
-    files.add_argument("--protocol", choices=protocols.PROTOCOLS, default=protocols.DEFAULT_PROTOCOL)
+    source.add_argument("--dataset", help=DATASET_HELP)
+    score.add_scoring_arguments(files)
 
 
 def main(args: argparse.Namespace) -> int:

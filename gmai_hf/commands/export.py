@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--push-to-hub",
         metavar="REPO",
-        help="upload the export to this Hub dataset repository (only the files that changed)",
+        help="upload the export to this Hub dataset repository, sending only the files that changed "
+        "(default: write the folder only)",
     )
     parser.add_argument("--private", action="store_true", help="create the repository as private")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gmai_hf import schema
+from gmai_hf.commands import DATASET_HELP
 from gmai_hf.tree import label
 
 HELP = "count questions per split, task, department, granularity and modality (never decodes images)"
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder holding the official TSVs or a Parquet export (default: the files already downloaded "
         "from the Hub)",
     )
-    source.add_argument("--dataset", help="a Parquet export (gmai-hf export) on the Hub, or its folder")
+    source.add_argument("--dataset", help=DATASET_HELP)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 

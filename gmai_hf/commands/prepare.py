@@ -20,7 +20,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="all",
         help="which split(s) to prepare; each choice is a configuration of the dataset (default: all)",
     )
-    parser.add_argument("--num-proc", type=int, default=None, help="processes (test parts / byte ranges)")
+    parser.add_argument(
+        "--num-proc",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes that read the files in parallel: the test split's parts, or byte ranges of one file "
+        "(default: one process)",
+    )
     parser.add_argument("--cache-dir", help="datasets cache folder (default: HF_DATASETS_CACHE)")
     parser.add_argument("--token", help="Hub token for the gated test files (default: your login)")
     parser.add_argument(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gmai_hf import external, protocols, schema
+from gmai_hf.commands import DATASET_HELP
 from gmai_hf.results import PREDICTIONS_FILE, RESULTS_FILE
 from gmai_hf.run import judge_options
 
@@ -27,8 +28,6 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from gmai_hf.matching import MATCHING_MODES
-
     parser.add_argument(
         "file", type=Path, metavar="FILE", help="prediction file with 'index' and 'prediction'"
     )
@@ -39,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="folder holding the official TSVs or a Parquet export (default: download the TSVs from the Hub)",
     )
-    source.add_argument("--dataset", help="a Parquet export (gmai-hf export) on the Hub, or its folder")
+    source.add_argument("--dataset", help=DATASET_HELP)
     parser.add_argument(
         "--split",
         choices=schema.SPLITS,
@@ -54,6 +53,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where to write results.json, predictions.jsonl and the report (default: FILE's name minus "
         "its suffix, plus _scored, beside it)",
     )
+    add_scoring_arguments(parser)
+    from gmai_hf.run import add_judge_arguments
+
+    add_judge_arguments(parser)
+
+
+def add_scoring_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--matching`` and ``--protocol``: how a prediction file is read (score, compare)."""
+    from gmai_hf.matching import MATCHING_MODES
+
     parser.add_argument(
         "--matching",
         choices=MATCHING_MODES,
@@ -61,9 +70,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="answer matching: VLMEvalKit's exact rules of today (the default), of 2024 (vlmevalkit-2024), "
         "or the strict variant",
     )
-    from gmai_hf.run import add_judge_arguments
-
-    add_judge_arguments(parser)
     parser.add_argument(
         "--protocol",
         choices=protocols.PROTOCOLS,

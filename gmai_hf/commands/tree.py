@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from gmai_hf import schema
+from gmai_hf.commands import DATASET_HELP
 
 HELP = "show the lexical tree (task, department or granularity -> modality -> category) with question counts"
 
@@ -22,8 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder holding the official TSVs or a Parquet export (default: the official files from "
         "the Hub)",
     )
-    source.add_argument("--dataset", help="a Parquet export (gmai-hf export) on the Hub, or its folder")
-    parser.add_argument("--split", default="validation", choices=schema.SPLITS, help="default: validation")
+    source.add_argument("--dataset", help=DATASET_HELP)
+    parser.add_argument(
+        "--split", default="validation", choices=schema.SPLITS, help="which split's questions to count"
+    )
     parser.add_argument(
         "--view",
         default="clinical_vqa_task",

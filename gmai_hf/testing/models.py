@@ -151,6 +151,12 @@ def train_tokenizer(
     )
 
 
+#: Positions of every tiny language model: room for the longest thing a test sends (the LLM judge's
+#: prompts, ~1,800 tokens) plus the default 2048 new tokens, so no test depends on how a release
+#: of transformers or ``transformers serve`` treats an over-long prompt.
+TINY_CONTEXT = 4096
+
+
 def _tiny_text(vocab_size: int, **overrides: Any) -> dict[str, Any]:
     return {
         "vocab_size": vocab_size,
@@ -159,7 +165,7 @@ def _tiny_text(vocab_size: int, **overrides: Any) -> dict[str, Any]:
         "num_hidden_layers": 2,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
-        "max_position_embeddings": 512,
+        "max_position_embeddings": TINY_CONTEXT,
         **overrides,
     }
 

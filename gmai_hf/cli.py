@@ -98,10 +98,21 @@ def add_verbose_argument(parser: argparse.ArgumentParser, default: object = Fals
     )
 
 
+#: Libraries that log through a handler of their own and the root's too (every line twice).
+OWN_HANDLERS = ("huggingface_hub", "datasets")
+#: HTTP clients that log every request at INFO: a line per question in the progress bar.
+CHATTY = ("httpx", "httpcore", "openai")
+
+
 def configure_logging(verbose: bool, main_process: bool = True) -> None:
-    """INFO on the main process (WARNING on the others), DEBUG with ``-v``."""
+    """INFO on the main process (WARNING on the others), DEBUG with ``-v``; each line once, and
+    HTTP clients' per-request lines only with ``-v``."""
     level = logging.DEBUG if verbose else logging.INFO if main_process else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in OWN_HANDLERS:
+        logging.getLogger(name).handlers.clear()
+    for name in CHATTY:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -158,9 +158,11 @@ def verify_md5(path: str | os.PathLike[str], expected: str) -> None:
 
 def hub_fetch(repo_id: str, filename: str, token: str | bool | None = None) -> Path:
     """Download ``filename`` from the dataset repo ``repo_id`` into the Hub cache."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError
 
+    if not isinstance(try_to_load_from_cache(repo_id, filename, repo_type="dataset"), str):
+        reach_hub(repo_id, filename, token)
     try:
         return Path(hf_hub_download(repo_id=repo_id, filename=filename, repo_type="dataset", token=token))
     except GatedRepoError as error:
@@ -178,17 +180,22 @@ def hub_fetch(repo_id: str, filename: str, token: str | bool | None = None) -> P
 
 def require_hub(split: str, token: str | bool | None = None) -> None:
     """Fail within seconds, in one line, when ``split`` is not in the local Hub cache and the Hub
-    cannot be reached; otherwise the download would retry for half a minute before saying so."""
-    if len(cached_split_files(split)) == len(official_files(split)):
-        return
+    cannot be reached (a run checks this before it makes anything)."""
+    if len(cached_split_files(split)) < len(official_files(split)):
+        first = official_files(split)[0]
+        reach_hub(first.repo_id, first.filename, token)
+
+
+def reach_hub(repo_id: str, filename: str, token: str | bool | None = None) -> None:
+    """One quick request for ``filename``'s metadata: without it, a download from an unreachable
+    Hub retries for half a minute, printing every retry, before it says so."""
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError
 
-    where = f"the official {split} files are not in the local Hub cache"
+    where = f"{filename} is not in the local Hub cache"
     if constants.HF_HUB_OFFLINE:
         raise ConnectionError(f"{where} and the Hub is off (HF_HUB_OFFLINE=1): {OTHER_SOURCES}")
-    first = official_files(split)[0]
-    url = hf_hub_url(first.repo_id, first.filename, repo_type="dataset")
+    url = hf_hub_url(repo_id, filename, repo_type="dataset")
     try:
         get_hf_file_metadata(url, token=token, timeout=HUB_CHECK_TIMEOUT_S, retry_on_errors=False)
     except HfHubHTTPError:
@@ -208,8 +215,6 @@ def download_split(
     verify: bool = True,
 ) -> list[Path]:
     """Local paths of ``split``'s official files, fetched (default: from the Hub) and md5-verified."""
-    if fetch is None:
-        require_hub(split, token)
     fetch = fetch or hub_fetch
     paths = []
     for official in official_files(split):

@@ -99,7 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=2048,
         help="generation length limit in --mode generate (default 2048, VLMEvalKit's: enough for any "
-        "normal answer; answers that hit it are counted in results.json)",
+        "normal answer; a model whose context is shorter gets what each prompt leaves, said once and "
+        "recorded in results.json; answers that hit the limit are counted there)",
     )
     parser.add_argument(
         "--mode",

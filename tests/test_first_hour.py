@@ -254,3 +254,21 @@ def test_the_docs_tiny_model_example_runs_as_written(tmp_path: Path, monkeypatch
     assert result.returncode == 0, result.stderr[-2000:]
     results = json.loads((tmp_path / "runs" / "tiny" / "results.json").read_text(encoding="utf-8"))
     assert results["total"] == 20 and results["run"]["failed"] == 0
+
+
+def test_library_warnings_print_once_and_http_requests_only_with_verbose() -> None:
+    script = (
+        "import logging, sys, datasets, huggingface_hub, transformers; "
+        "from gmai_hf.cli import configure_logging; "
+        "configure_logging(sys.argv[1] == '-v'); "
+        "logging.getLogger('huggingface_hub.utils._http').warning('hub says'); "
+        "logging.getLogger('datasets.builder').warning('datasets says'); "
+        "logging.getLogger('httpx').info('HTTP Request: POST http://x/v1/chat/completions')"
+    )
+    for verbose in (False, True):
+        flag = ["-v"] if verbose else ["-"]
+        stderr = subprocess.run(
+            [sys.executable, "-c", script, *flag], capture_output=True, text=True, timeout=120
+        ).stderr
+        assert stderr.count("hub says") == 1 and stderr.count("datasets says") == 1, stderr
+        assert ("HTTP Request" in stderr) == verbose

@@ -285,3 +285,37 @@ def test_a_hostile_xlsx_is_refused(
     pd.DataFrame({"index": [0], "prediction": ["A"]}).to_excel(normal, index=False)
     monkeypatch.setattr(external, "MAX_XLSX_BYTES", 100)  # as if it unpacked to more than 1 GiB
     assert scored(normal, data_dir, tmp_path / "out") == 2 and "unpacks to" in caplog.text
+
+
+def test_the_sample_says_which_answers_the_protocol_hides_and_warns_of_none(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 18: every command on the sample warned "15 answer(s) name an option the question does not
+    have"; those are options the vlmevalkit protocol does not show, and chance counts them as 0."""
+    import logging
+
+    from gmai_hf import SAMPLE_DIR
+
+    rows = score_command.load_questions(SAMPLE_DIR, "validation")
+    path = tmp_path / "Model_GMAI-MMBench_VAL.jsonl"
+    path.write_text(
+        "".join(json.dumps({"index": r["index"], "prediction": r["answer"]}) + "\n" for r in rows)
+    )
+    for protocol in protocols.PROTOCOLS:
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            score_command.score(path, data_dir=SAMPLE_DIR, output_dir=tmp_path / protocol, protocol=protocol)
+        scored = json.loads((tmp_path / protocol / "results.json").read_text())
+        assert "name an option" not in caplog.text
+        notes = [r.getMessage() for r in caplog.records if "the protocol did not show" in r.getMessage()]
+        if protocol == "vlmevalkit":
+            assert (
+                len(notes) == 1
+                and notes[0].startswith("15 answer(s)")
+                and "--protocol vlmevalkit" in notes[0]
+            )
+            assert (scored["correct"], round(100 * scored["chance"], 1)) == (185, 28.9)
+        else:
+            assert not notes and scored["correct"] == 200
+        record = json.loads((tmp_path / protocol / "predictions.jsonl").read_text().splitlines()[0])
+        assert protocols.HIDDEN not in record

@@ -249,6 +249,45 @@ def test_bad_files_end_in_one_line_naming_the_file(
     assert message in record.getMessage() and str(path) in record.getMessage()
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("preds.json", '{"index": [0, 1, 2], "prediction": ["A", "B"]}', "unequal length"),
+        (
+            "preds.json",
+            '{"index": {"0": 0, "1": 1}, "prediction": {"0": "A", "2": "B"}}',
+            "cover different rows",
+        ),
+        ("preds.csv", "index,prediction\n0,A\n1\n", "row 3: 1 field(s) but the header has 2"),
+        ("preds.tsv", "index\tprediction\n0\tA\textra\n", "row 2: 3 field(s) but the header has 2"),
+        ("preds.jsonl", '{"index": 0, "prediction": "A"}\n{"index": 1}\n', "row 2: no 'prediction'"),
+        ("preds.csv", "index,Index,prediction\n0,1,A\n", "columns 'index' and 'Index' both read as"),
+        ("preds.jsonl", '{"index": 0, "Index": 1, "prediction": "A"}\n', "columns 'index' and 'Index'"),
+        ("preds.tsv", "index\tprediction\tindex\n0\tA\t1\n", "columns 'index' and 'index'"),
+    ],
+    ids=[
+        "json-lists",
+        "json-dicts",
+        "csv-short",
+        "tsv-long",
+        "jsonl-missing",
+        "csv-case",
+        "jsonl-case",
+        "tsv-twice",
+    ],
+)
+def test_unequal_columns_or_two_index_columns_are_one_line(
+    tmp_path: Path, data_dir: Path, caplog: pytest.LogCaptureFixture, name: str, content: str, message: str
+) -> None:
+    """Issue 17: read on, such files scored a shifted, empty or arbitrary column (or a traceback)."""
+    path = tmp_path / name
+    path.write_text(content)
+    assert scored(path, data_dir, tmp_path / "out") == 2
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert message in record.getMessage() and str(path) in record.getMessage()
+    assert "\n" not in record.getMessage() and not (tmp_path / "out").exists()
+
+
 def _xlsx_with_entities(path: Path) -> Path:
     """A workbook whose sheet declares the billion-laughs entities and uses them in a cell."""
     import zipfile

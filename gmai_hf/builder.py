@@ -538,6 +538,13 @@ class GmaiMMBench(datasets.ArrowBasedBuilder):
             shards = []
             for path in paths:
                 layout = _Layout.read(path)  # fail early on a bad header
+                if beyond := schema.options_beyond(tsv.read_header(path)[0]):
+                    logger.warning(
+                        "%s: column(s) %s look like options beyond E; GMAI-MMBench has options A-E, so they "
+                        "are not read (VLMEvalKit would show them): drop them or check the file",
+                        path,
+                        ", ".join(beyond),
+                    )
                 if split == "validation" and "answer" not in layout.positions:
                     logger.warning("%s: no answer column: validation answers will be None", path)
                 data_start = layout.data_start

@@ -32,6 +32,8 @@ SUFFIXES: tuple[str, ...] = (".xlsx", ".tsv", ".csv", ".json", ".jsonl")
 #: What VLMEvalKit logs when its judge failed three times and it drew a random letter.
 VLMEVALKIT_RANDOM_PICK = "Failed to predict, thus randomly generate one."
 REQUIRED_COLUMNS: tuple[str, ...] = ("index", "prediction")
+#: The columns read (any case): the required ones, and what a file may say of its split.
+COLUMNS: tuple[str, ...] = (*REQUIRED_COLUMNS, "split", "answer", "log")
 #: The most an xlsx may unpack to (VLMEvalKit's file for all 26,000 questions is a few tens of MB).
 MAX_XLSX_BYTES = 1 << 30
 
@@ -96,6 +98,12 @@ def _records_json(path: Path) -> list[dict[str, Any]]:
         columns = {str(key): value for key, value in data.items()}
         if all(isinstance(column, (dict, list)) for column in columns.values()):
             keys = [list(c) if isinstance(c, dict) else list(range(len(c))) for c in columns.values()]
+            if any(set(other) != set(keys[0]) for other in keys[1:]):
+                lengths = ", ".join(f"{name}: {len(column)}" for name, column in columns.items())
+                raise ValueError(
+                    f"{path}: the columns are of unequal length or cover different rows (values: {lengths}); "
+                    "every column needs one value per row: fix the file"
+                )
             row_keys = keys[0] if keys else []
             return [
                 {
@@ -123,15 +131,35 @@ def _records_jsonl(path: Path) -> Iterator[dict[str, Any]]:
             yield item
 
 
-def _records_from_rows(rows: Iterable[list[Any]]) -> Iterator[dict[str, Any]]:
+def _records_from_rows(rows: Iterable[list[Any]], path: Path, same_width: bool) -> Iterator[dict[str, Any]]:
+    """Rows as dicts by header name; ``same_width``: a row with more or fewer fields than the header
+    (a cut or hand-edited CSV/TSV) is an error, not a shifted or empty prediction."""
     rows = iter(rows)
     header = next(rows, None)
     if header is None:
         return
     names = ["" if name is None else str(name) for name in header]
-    for row in rows:
+    _check_names(names, path)
+    for number, row in enumerate(rows, 2):
         if any(value not in (None, "") for value in row):
+            if same_width and len(row) != len(names):
+                raise ValueError(
+                    f"{path}, row {number}: {len(row)} field(s) but the header has {len(names)}: the columns "
+                    "are of unequal length (a cut or hand-edited file?); fix that row"
+                )
             yield dict(zip(names, row, strict=False))
+
+
+def _check_names(names: Iterable[str], path: Path) -> None:
+    """One column per meaning: with ``index`` and ``Index`` (or a name twice), which one counts?"""
+    seen: dict[str, str] = {}
+    for name in names:
+        key = name.strip().lower()
+        if key in COLUMNS and key in seen:
+            raise ValueError(
+                f"{path}: columns {seen[key]!r} and {name!r} both read as the {key!r} column; keep one"
+            )
+        seen[key] = name
 
 
 def _index(value: Any, path: Path, row: int) -> int:
@@ -191,9 +219,10 @@ def read_predictions(path: str | Path) -> Predictions:
 def _read(path: Path) -> Predictions:
     suffix = path.suffix.lower()
     if suffix == ".xlsx":
-        records: Iterable[dict[str, Any]] = _records_from_rows(_rows_xlsx(path))
+        records: Iterable[dict[str, Any]] = _records_from_rows(_rows_xlsx(path), path, same_width=False)
     elif suffix in (".tsv", ".csv"):
-        records = _records_from_rows(_rows_delimited(path, "\t" if suffix == ".tsv" else ","))
+        delimited = _rows_delimited(path, "\t" if suffix == ".tsv" else ",")
+        records = _records_from_rows(delimited, path, same_width=True)
     elif suffix == ".json":
         records = _records_json(path)
     elif suffix == ".jsonl":
@@ -209,6 +238,7 @@ def _read(path: Path) -> Predictions:
     for row_number, record in enumerate(records, 2 if suffix in (".xlsx", ".tsv", ".csv") else 1):
         if columns is None:
             names = [str(name) for name in record]
+            _check_names(names, path)
             lower = {name.strip().lower(): name for name in record}
             missing = [name for name in REQUIRED_COLUMNS if name not in lower]
             if missing:
@@ -217,8 +247,13 @@ def _read(path: Path) -> Predictions:
                     f"{', '.join(repr(name) for name in names)}); a prediction file needs "
                     "'index' (the question's index in the dataset) and 'prediction' (the model's raw answer)"
                 )
-            optional = (*REQUIRED_COLUMNS, "split", "answer", "log")
-            columns = {name: lower[name] for name in optional if name in lower}
+            columns = {name: lower[name] for name in COLUMNS if name in lower}
+        absent = [columns[name] for name in REQUIRED_COLUMNS if columns[name] not in record]
+        if absent:
+            raise ValueError(
+                f"{path}, row {row_number}: no {' or '.join(map(repr, absent))}, which earlier rows have: "
+                "every row needs an index and a prediction"
+            )
         out.append(
             {
                 "index": _index(record.get(columns["index"]), path, row_number),

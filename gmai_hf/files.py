@@ -4,17 +4,36 @@ Every file gmai-hf writes for a person to read (results, predictions, reports, t
 submission) goes through :func:`atomic_output`: the content is written inside a fresh private
 temporary folder beside the target (``mkdtemp``: a new name, mode 0700, so nothing can have been
 planted there) and renamed over the target, so a crash or a full disk never leaves half a file.
+A full disk's ``OSError`` names no file of its own: :func:`naming` adds the path written.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
+
+#: The errors of a full disk (or quota): raised by a write, they carry no file name.
+DISK_FULL: frozenset[int] = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+@contextlib.contextmanager
+def naming(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Errors of a full disk inside the block name ``path`` and say what to do (one line)."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in DISK_FULL or error.filename is not None:
+            raise
+        raise OSError(
+            error.errno,
+            f"{error.strerror} writing {path}: free space on that disk (or write elsewhere) and rerun",
+        ) from error
 
 
 @contextlib.contextmanager
@@ -24,8 +43,9 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         tmp = folder / path.name
-        yield tmp
-        os.replace(tmp, path)
+        with naming(path):
+            yield tmp
+            os.replace(tmp, path)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -11,8 +11,12 @@ draws **a random letter**. Here such a question stays unmatched and is counted a
 
 Any OpenAI-compatible endpoint can judge (OpenAI's API, or a local ``vllm serve`` of an open
 model), through :class:`gmai_hf.client.ChatClient` (its retries, concurrency, accounting).
-Verdicts are cached on disk by judge (model and endpoint) and prompt hash, so a rerun of the
-same scoring makes no calls; a verdict that rested on failed requests is not cached.
+Verdicts are cached on disk, each under a hash of the exact prompt, the judge model, its endpoint
+and the reply matcher, so a rerun of the same scoring makes no calls; a verdict that rested on failed
+requests is not cached. A cached verdict is trusted only as far as its replies go: its letter is
+read again from the stored replies with the question's options and must agree (an edited letter, or
+one that is no option of the question, is asked again); a cache file that cannot be read is set
+aside (``<file>.corrupt-<time>``) with a warning naming it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +34,7 @@ from typing import Any
 
 from gmai_hf import matching
 from gmai_hf.client import DEFAULTS, ChatClient
+from gmai_hf.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +122,25 @@ def judge_settings(options: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {"model": options["model"], "base_url": resolve_base_url(options.get("base_url"))}
 
 
+def _failed(reply: str) -> bool:
+    return reply.startswith(matching.API_FAILURE)
+
+
+def _valid_entry(entry: Any) -> dict[str, Any] | None:
+    """``entry`` if it has the shape of a cached verdict, None for a verdict of the earlier format
+    (keyed by the prompt alone: asked again); ``ValueError`` saying what is wrong otherwise."""
+    if isinstance(entry, dict) and "key" not in entry and "prompt_sha256" in entry:
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("key"), str) or len(entry["key"]) != 64:
+        raise ValueError("not a verdict (no 64-character key)")
+    replies = entry.get("replies")
+    if not isinstance(replies, list) or not all(isinstance(reply, str) for reply in replies):
+        raise ValueError("the replies are not a list of texts")
+    if entry.get("letter") is not None and not isinstance(entry["letter"], str):
+        raise ValueError(f"the letter {entry['letter']!r} is not a text")
+    return {"key": entry["key"], "letter": entry.get("letter"), "replies": replies}
+
+
 def default_cache_dir() -> Path:
     """``$HF_HOME/gmai_hf/judge`` (``GMAI_HF_JUDGE_CACHE`` overrides it)."""
     from huggingface_hub import constants
@@ -158,7 +183,7 @@ class Judge:
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", model)[-60:]
         self.cache_path = Path(cache_dir or default_cache_dir()) / f"{name}-{identity}.jsonl"
         self._cache = self._load_cache()
-        self.calls = self.cached = self.decided = self.failed = 0
+        self.calls = self.cached = self.decided = self.failed = self.invalid = 0
         self.usage: dict[str, int] = {}
         self._checked = False
 
@@ -172,23 +197,89 @@ class Judge:
         options = {**defaults, **judge}
         return cls(options.pop("model"), **options)
 
+    def _entry_key(self, prompt: str) -> str:
+        """A verdict's key: the exact prompt, the judge model, its endpoint and the reply matcher."""
+        identity = "\n".join((self.client.base_url, self.client.model, self.reply_mode, prompt))
+        return hashlib.sha256(identity.encode()).hexdigest()
+
     def _load_cache(self) -> dict[str, dict[str, Any]]:
+        """The verdicts in the cache file; a file with unreadable lines is set aside, its good ones kept."""
+        self._cut_at: int | None = None  # where a last line cut by a kill starts
+        try:
+            data = self.cache_path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as error:
+            logger.warning(
+                "cannot read the judge cache %s (%s): its verdicts are asked again", self.cache_path, error
+            )
+            return {}
         cache: dict[str, dict[str, Any]] = {}
-        if self.cache_path.is_file():
-            with self.cache_path.open(encoding="utf-8") as handle:
-                for line in handle:
-                    try:
-                        entry = json.loads(line)
-                        cache[entry["prompt_sha256"]] = entry
-                    except (ValueError, KeyError, TypeError):
-                        continue  # a line cut by a kill: that verdict is asked again
+        lines = data.split(b"\n")
+        problem = None
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = _valid_entry(json.loads(line))
+            except ValueError as error:  # UnicodeDecodeError and JSONDecodeError too
+                if number == len(lines):  # a last line cut by a kill: that verdict is asked again
+                    self._cut_at = len(data) - len(line)
+                    continue
+                problem = problem or f"line {number}: {error}"
+                continue
+            if entry is not None:
+                cache[entry["key"]] = entry
+        if problem is not None:
+            self._set_aside(problem, cache)
         return cache
 
+    def _set_aside(self, problem: str, cache: Mapping[str, Mapping[str, Any]]) -> None:
+        """Move an unreadable cache file out of the way; its readable verdicts start a new one."""
+        aside = self.cache_path.with_name(f"{self.cache_path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        try:
+            os.replace(self.cache_path, aside)
+            write_atomic(self.cache_path, "".join(json.dumps(entry) + "\n" for entry in cache.values()))
+        except OSError as error:
+            logger.warning(
+                "the judge cache %s is unreadable (%s) and cannot be set aside (%s): delete it",
+                self.cache_path,
+                problem,
+                error,
+            )
+            return
+        self._cut_at = None
+        logger.warning(
+            "the judge cache %s is unreadable (%s): set aside as %s; its %d readable verdict(s) are kept, "
+            "the others are asked again",
+            self.cache_path,
+            problem,
+            aside.name,
+            len(cache),
+        )
+
+    def _cached_verdict(self, key: str, choices: Mapping[str, str | None]) -> Verdict | None:
+        """The cached verdict for ``key`` if its letter is what its stored replies say for these options."""
+        entry = self._cache.get(key)
+        if entry is None:
+            return None
+        replies = entry["replies"]
+        read = [matching.infer_choices(reply, choices, self.reply_mode) for reply in replies]
+        letter = next((str(value) for value in read if value), None)
+        complete = letter is not None or (len(replies) >= TRIES and not any(_failed(r) for r in replies))
+        if not complete or letter != entry["letter"]:
+            self.invalid += 1
+            return None
+        return Verdict(letter, list(replies), cached=True)
+
     def _remember(self, pending: _Pending, letter: str | None) -> None:
-        entry = {"prompt_sha256": pending.key, "letter": letter, "replies": pending.replies}
+        entry = {"key": pending.key, "letter": letter, "replies": pending.replies}
         self._cache[pending.key] = entry
         try:
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            if self._cut_at is not None:  # the next verdict starts where the cut line did
+                os.truncate(self.cache_path, self._cut_at)
+                self._cut_at = None
             with self.cache_path.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(entry) + "\n")
         except OSError as error:  # a read-only cache: verdicts are asked again next time
@@ -198,19 +289,26 @@ class Judge:
         """Verdicts for ``(question, present options, prediction)`` triples, in order.
 
         Up to :data:`TRIES` rounds: every undecided answer is asked once per round, all of them
-        concurrently; a cached verdict is taken as it is.
+        concurrently; a cached verdict is taken when its stored replies still read as its letter.
         """
         verdicts: list[Verdict | None] = [None] * len(items)
         pending: list[_Pending] = []
+        invalid = self.invalid
         for position, (question, choices, prediction) in enumerate(items):
             prompt = judge_prompt(question, choices, prediction)
-            key = hashlib.sha256(prompt.encode()).hexdigest()
-            entry = self._cache.get(key)
-            if entry is not None:
-                verdicts[position] = Verdict(entry["letter"], list(entry["replies"]), cached=True)
+            key = self._entry_key(prompt)
+            verdicts[position] = self._cached_verdict(key, choices)
+            if verdicts[position] is not None:
                 self.cached += 1
             else:
                 pending.append(_Pending(position, prompt, dict(choices), key))
+        if self.invalid > invalid:
+            logger.warning(
+                "%d verdict(s) in the judge cache %s disagree with their own stored replies or the "
+                "question's options (edited?): asked again",
+                self.invalid - invalid,
+                self.cache_path,
+            )
         if pending and not self._checked:
             self.client.check()
             self._checked = True
@@ -259,6 +357,7 @@ class Judge:
             "tries": TRIES,
             "calls": self.calls,
             "cached": self.cached,
+            "cache_invalid": self.invalid,
             "decided": self.decided,
             "failed": self.failed,
             "usage": self.usage or None,

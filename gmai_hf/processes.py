@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gmai_hf.files import naming
+
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_S = 1.0
@@ -195,7 +197,9 @@ class Peers:
                 path.unlink(missing_ok=True)
 
     def mark(self, kind: str, text: str = "") -> None:
-        self.path(kind).write_text(text, encoding="utf-8")
+        path = self.path(kind)
+        with naming(path):
+            path.write_text(text, encoding="utf-8")
 
     def check(self, ranks: range | None = None) -> list[int]:
         """Ranks done so far; raises :class:`PeerFailure` if one failed or went silent."""

@@ -65,13 +65,22 @@ def check(protocol: str) -> str:
     return protocol
 
 
+#: The key :func:`present_row` adds where the protocol hides options: their letters, so that
+#: scoring can tell an answer the protocol does not show (expected) from a mismatch of the data.
+HIDDEN = "hidden_options"
+
+
 def present_row(row: Mapping[str, Any], protocol: str) -> dict[str, Any]:
     """``row`` with its option cells as the protocol shows them (missing: ``None``)."""
     shown = dict(row)
     if check(protocol) == "vlmevalkit":
-        for letter in schema.OPTION_LETTERS:
-            if shown.get(letter) is not None and str(shown[letter]) in PANDAS_NA_STRINGS:
-                shown[letter] = None
+        hidden = tuple(
+            letter
+            for letter in schema.OPTION_LETTERS
+            if shown.get(letter) is not None and str(shown[letter]) in PANDAS_NA_STRINGS
+        )
+        if hidden:
+            shown.update(dict.fromkeys(hidden), **{HIDDEN: hidden})
     return shown
 
 

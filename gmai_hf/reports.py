@@ -441,7 +441,8 @@ def _summary_section(runs: Sequence[Run]) -> list[str]:
             align="llrrrrrl",
         ),
         "Accuracy in %, with its Wilson 95% interval. Chance: the expected accuracy of a uniform guess "
-        "among each question's present options (exact, not a draw), which is what the leaderboard's "
+        "among the options each question shows, 0 where its answer is not shown (exact, not a draw), "
+        "which is what the leaderboard's "
         "Random row is. Rank: the place this accuracy would take among the leaderboard's rows for the "
         "same split (dataset card), given only for runs comparable with them (whole official split, "
         "VLMEvalKit's protocol and matching).",

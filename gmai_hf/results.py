@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gmai_hf import reports, schema, scoring
+from gmai_hf import protocols, reports, schema, scoring
 from gmai_hf.files import atomic_output, write_atomic
 from gmai_hf.matching import check_mode, present_options
 
@@ -122,6 +122,7 @@ def compute_results(
         matching=matching,
         judge=judge,
         chosen=[r["choice"] for r in records],
+        hidden=[row.get(protocols.HIDDEN, ()) for row in rows],
     )
 
 

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gmai_hf import identity, prompts, protocols, schema
+from gmai_hf import files, identity, prompts, protocols, schema
 from gmai_hf.backends import Failed, Prepared, Question, QuestionError, backend_for, load_backend
 from gmai_hf.backends.base import MODES
 from gmai_hf.processes import (
@@ -558,7 +558,7 @@ class Runner:
         kill_after = _kill_after(self.rank)
         written, checked = 0, time.monotonic()
         failures = FailureLog()
-        with self.answers_path.open("a", encoding="utf-8") as out:
+        with files.naming(self.answers_path), self.answers_path.open("a", encoding="utf-8") as out:
             for answer in backend.answers(loader, config.mode, config.max_new_tokens):
                 if answer.error:
                     failures.add(answer.error)

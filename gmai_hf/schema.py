@@ -236,3 +236,10 @@ def preview_indices(indices: Sequence[int], shown: int = 5) -> str:
 
 #: An ``image`` field this short is the ``index`` of another row holding the same image.
 IMAGE_REFERENCE_MAX_CHARS = 64
+
+
+def options_beyond(header: Sequence[str]) -> list[str]:
+    """Header names that look like option letters after E (``F``...``Z``): not read here, but
+    VLMEvalKit shows every single-capital-letter column as an option, so a file with them is no
+    GMAI-MMBench file as we know it."""
+    return [name for name in header if len(name) == 1 and "F" <= name <= "Z"]

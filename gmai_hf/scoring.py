@@ -6,9 +6,10 @@ Answers are read by :func:`choose`: :mod:`gmai_hf.matching` (VLMEvalKit's exact 
 default), then, if one is given, the LLM judge (:mod:`gmai_hf.judge`) for what matching could not
 read; an unmatched answer or a refusal scores as wrong and is counted in ``unmatched``.
 
-Beside every accuracy stands ``chance``: the expected accuracy of a uniform guess among each
-question's present options (the mean of 1/number of options), exactly, as the leaderboard's
-Random row is.
+Beside every accuracy stands ``chance``: the expected accuracy of a uniform guess among the options
+each question shows, exactly, as the leaderboard's Random row is: 1/number of options shown where
+the answer is one of them, 0 where it is not (an answer option the protocol does not show, such as
+a cell pandas reads as missing, cannot be guessed); their mean.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gmai_hf import schema
@@ -92,6 +93,7 @@ def compute(
     judge: Judge | None = None,
     questions: Column = None,
     chosen: Sequence[str | None] | None = None,
+    hidden: Sequence[Collection[str]] | None = None,
 ) -> dict[str, Any]:
     """Score raw model outputs (or letters) against answer letters.
 
@@ -102,7 +104,9 @@ def compute(
     (test split, answers hidden) returns only ``total`` and ``unmatched``, the rest ``None``.
     Missing dimension values are grouped under :data:`gmai_hf.tree.NONE_LABEL`. ``judge`` (with
     ``questions``, their texts) reads what exact matching cannot; ``chosen`` gives the letters
-    already read (by a run that asked the judge) instead of reading them again.
+    already read (by a run that asked the judge) instead of reading them again. ``hidden``: per
+    question, the letters of options the protocol did not show (``protocols.HIDDEN``); an answer
+    among them is expected to be unreachable, and said so once, not warned about.
     """
     check_mode(matching)
     dimensions = {
@@ -113,7 +117,13 @@ def compute(
         "category": category,
     }
     total = len(predictions)
-    columns = {"references": references, "options": options, "questions": questions, "chosen": chosen}
+    columns = {
+        "references": references,
+        "options": options,
+        "questions": questions,
+        "chosen": chosen,
+        "hidden": hidden,
+    }
     for name, column in {**columns, **dimensions}.items():
         if column is not None and len(column) != total:
             raise ValueError(
@@ -125,8 +135,12 @@ def compute(
     choices_per_question = [present_options(o) for o in (options if options is not None else [None] * total)]
     if chosen is None:
         chosen, _ = choose(predictions, choices_per_question, matching, judge, questions)
-    # a uniform guess's expected accuracy, where the options are known
-    chances = [1 / len(c) if options is not None and c else 0.0 for c in choices_per_question]
+    # a uniform guess's expected accuracy among the options shown, where they are known: 0 where the
+    # answer is not among them (an option the protocol does not show can never be guessed)
+    chances = [
+        1 / len(c) if options is not None and c and (references is None or references[i] in c) else 0.0
+        for i, c in enumerate(choices_per_question)
+    ]
     result: dict[str, Any] = {
         "accuracy": None,
         "correct": None,
@@ -139,7 +153,7 @@ def compute(
     }
     if references is None:
         return result
-    check_references(references, choices_per_question)
+    check_references(references, choices_per_question, hidden)
     hits = [c == r for c, r in zip(chosen, references, strict=True)]
     correct = sum(hits)
     result["accuracy"] = correct / total
@@ -161,15 +175,19 @@ def compute(
 
 
 def check_references(
-    references: Sequence[str | None], choices: Sequence[Mapping[str, str | None]] | None = None
+    references: Sequence[str | None],
+    choices: Sequence[Mapping[str, str | None]] | None = None,
+    hidden: Sequence[Collection[str]] | None = None,
 ) -> None:
     """Raise ``ValueError`` naming the first reference that is missing or not a letter A-E.
 
-    Given each question's present ``choices``, an answer naming an absent option (a content
-    oddity the official files may hold) is logged as a warning: like VLMEvalKit, the question is
-    kept and can never be answered right.
+    Given each question's present ``choices``, an answer naming an absent option is kept (like
+    VLMEvalKit, the question can never be answered right) and said once: as expected where the
+    protocol hid that option (``hidden``: per question, the letters it did not show), as a
+    warning otherwise (a content oddity, or options and references out of step).
     """
     absent = []
+    unshown = 0
     for i, reference in enumerate(references):
         if reference is None:
             raise ValueError(
@@ -183,7 +201,17 @@ def check_references(
                 f"expected one of {', '.join(schema.OPTION_LETTERS)}"
             )
         if choices is not None and reference not in choices[i]:
-            absent.append(i)
+            if hidden is not None and reference in hidden[i]:
+                unshown += 1
+            else:
+                absent.append(i)
+    if unshown:
+        logger.info(
+            "%d answer(s) are an option the protocol did not show (--protocol vlmevalkit drops option "
+            "cells pandas reads as missing, such as 'None', as VLMEvalKit does): scored as wrong, 0 in "
+            "chance; --protocol lossless shows them",
+            unshown,
+        )
     if absent:
         i = absent[0]
         logger.warning(

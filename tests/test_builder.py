@@ -153,6 +153,21 @@ def test_extra_columns_are_ignored(tmp_path: Path) -> None:
     assert stored_rows(load(tmp_path, "validation"))[0]["question"] == "question 0?"
 
 
+def test_an_option_column_beyond_e_is_a_warning_not_dropped_silently(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """VLMEvalKit would show an ``F`` column as option F: ignoring it unsaid would change the question."""
+    header = [*schema.OFFICIAL_TEST_HEADER, "answer", "F"]
+    rows = [{**row(0, E="lung"), "F": "heart"}, {**row(1), "F": None}]
+    data = val_dir(tmp_path, rows, header=header)
+    with caplog.at_level(logging.WARNING, logger="gmai_hf.builder"):
+        got = stored_rows(load(data, "validation"))
+    assert [r["E"] for r in got] == ["lung", None] and "F" not in got[0]
+    (warning,) = [r.getMessage() for r in caplog.records if "beyond E" in r.getMessage()]
+    assert str(data / schema.VAL_FILENAME) in warning and "column(s) F look like options beyond E" in warning
+    assert schema.options_beyond(["index", "A", "E", "F", "Z", "answer", "FF", "f"]) == ["F", "Z"]
+
+
 # --- Image references ---------------------------------------------------------------------------
 
 

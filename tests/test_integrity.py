@@ -403,6 +403,53 @@ def test_a_full_disk_is_one_line(
     assert record.getMessage() == f"[Errno 28] No space left on device: '{tmp_path / 'out'}'"
 
 
+@pytest.mark.parametrize("stage", ["answers", "outputs"])
+def test_a_full_disk_names_the_file_it_was_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, stage: str
+) -> None:
+    """A write that fills the disk raises ENOSPC with no file name: the message must add it."""
+    import argparse
+    import errno
+
+    from gmai_hf import files, run
+    from gmai_hf.backends.base import Answer
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")  # as write() and fsync() raise it
+
+    if stage == "answers":  # the answer is serialised and written inside the append of its shard
+        monkeypatch.setattr(Answer, "to_json", full)
+        expected = "answers-0-of-1.jsonl"
+    else:
+        monkeypatch.setattr(files.os, "fsync", full)
+        expected = "plan.json"  # the first file written atomically
+    parser = argparse.ArgumentParser()
+    run.add_arguments(parser)
+    out = tmp_path / "out"
+    args = parser.parse_args(["--model", "random", "--sample", "--output-dir", str(out), "--limit", "3"])
+    assert run.main(args) == 2
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    message = record.getMessage()
+    assert message.startswith("[Errno 28] No space left on device writing ") and "\n" not in message
+    assert expected in message and str(out) in message and "free space" in message
+
+
+def test_an_atomic_write_on_a_full_disk_names_its_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from gmai_hf import files
+
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    with pytest.raises(OSError, match=f"writing {tmp_path / 'results.json'}") as raised:
+        files.write_atomic(tmp_path / "results.json", "{}")
+    assert raised.value.errno == errno.ENOSPC and not list(tmp_path.iterdir())  # nothing half-written
+
+
 # --- 12. atomic writes ----------------------------------------------------------------------------
 
 

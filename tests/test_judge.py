@@ -345,3 +345,112 @@ def test_each_matching_mode_has_its_own_verdicts(tmp_path: Path) -> None:
     then = Judge("m", base_url=base, matching_mode="vlmevalkit-2024")
     assert today.cache_path != then.cache_path
     assert Judge("m", base_url=base, matching_mode="strict").cache_path == today.cache_path
+
+
+# --- the cache is checked before it counts --------------------------------------------------------
+
+_CHOICES = {"A": "liver", "B": "spleen", "C": "kidney"}
+_ITEM = ("Which organ is shown?", _CHOICES, "the second organ, I think")
+
+
+@pytest.fixture
+def always_b() -> Iterator[FaultProxy]:
+    with FaultProxy(None, reply=lambda prompt: "B") as server:
+        yield server
+
+
+def _cached_once(server: FaultProxy) -> Path:
+    first = Judge("always-b", base_url=server.base_url)
+    assert [v.letter for v in first.decide([_ITEM])] == ["B"]
+    return first.cache_path
+
+
+def _edit_entries(path: Path, **changes: object) -> None:
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps({**entry, **changes}) + "\n" for entry in entries))
+
+
+@pytest.mark.parametrize("letter", ["E", "A"], ids=["not-an-option", "not-what-the-reply-says"])
+def test_an_edited_cached_letter_is_asked_again(
+    always_b: FaultProxy, letter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _cached_once(always_b)
+    _edit_entries(path, letter=letter)  # E: no option of the question; A: the reply stored says B
+    asked = len(always_b.log)
+    again = Judge("always-b", base_url=always_b.base_url)
+    assert [(v.letter, v.cached) for v in again.decide([_ITEM])] == [("B", False)]
+    assert len(always_b.log) == asked + 1 and again.describe()["cache_invalid"] == 1
+    assert "1 verdict(s) in the judge cache" in caplog.text and str(path) in caplog.text
+    third = Judge("always-b", base_url=always_b.base_url)  # the new verdict was stored after the bad one
+    assert [(v.letter, v.cached) for v in third.decide([_ITEM])] == [("B", True)]
+
+
+def test_an_edited_reply_with_its_letter_is_checked_against_the_options(always_b: FaultProxy) -> None:
+    path = _cached_once(always_b)
+    _edit_entries(path, letter="E", replies=["E"])  # consistent, but E is no option of the question
+    again = Judge("always-b", base_url=always_b.base_url)
+    assert [(v.letter, v.cached) for v in again.decide([_ITEM])] == [("B", False)]
+
+
+def test_a_verdict_of_another_judge_or_prompt_is_not_used(always_b: FaultProxy) -> None:
+    path = _cached_once(always_b)
+    other = Judge("always-b", base_url=always_b.base_url, matching_mode="vlmevalkit-2024")
+    other.cache_path.parent.mkdir(parents=True, exist_ok=True)
+    other.cache_path.write_bytes(path.read_bytes())  # copied into the file of another reply matcher
+    other._cache = other._load_cache()
+    asked = len(always_b.log)
+    assert [v.cached for v in other.decide([_ITEM])] == [False] and len(always_b.log) == asked + 1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"[1, 2]\n",
+        b'{"key": "x", "letter": "B"}\n',
+        b'{"key": "' + b"0" * 64 + b'", "letter": 3, "replies": []}\n',
+    ],
+    ids=["not-an-object", "no-replies", "letter-not-text"],
+)
+def test_a_malformed_entry_sets_the_file_aside_and_keeps_the_good_ones(
+    always_b: FaultProxy, bad: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _cached_once(always_b)
+    path.write_bytes(bad + path.read_bytes())
+    asked = len(always_b.log)
+    again = Judge("always-b", base_url=always_b.base_url)
+    assert [(v.letter, v.cached) for v in again.decide([_ITEM])] == [("B", True)]
+    assert len(always_b.log) == asked
+    aside = list(path.parent.glob(f"{path.name}.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_bytes().startswith(bad)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and str(path) in warnings[0] and aside[0].name in warnings[0]
+    assert "line 1" in warnings[0]
+    caplog.clear()
+    Judge("always-b", base_url=always_b.base_url)  # the new file reads cleanly
+    assert not caplog.records
+
+
+def test_an_undecodable_file_is_set_aside_with_one_warning(
+    always_b: FaultProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = Judge("always-b", base_url=always_b.base_url).cache_path
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\xff\xfe\x00garbage\n" * 3)
+    again = Judge("always-b", base_url=always_b.base_url)
+    assert [(v.letter, v.cached) for v in again.decide([_ITEM])] == [("B", False)]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and str(path) in warnings[0] and ".corrupt-" in warnings[0]
+    assert [json.loads(line)["letter"] for line in path.read_text().splitlines()] == ["B"]
+
+
+def test_a_line_cut_by_a_kill_is_no_corruption(
+    always_b: FaultProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _cached_once(always_b)
+    path.write_bytes(path.read_bytes() + b'{"key": "ab')  # a kill mid-write
+    other = ("Which organ is shown?", _CHOICES, "maybe the middle one")
+    again = Judge("always-b", base_url=always_b.base_url)
+    assert [v.cached for v in again.decide([_ITEM, other])] == [True, False]
+    assert not list(path.parent.glob("*.corrupt-*")) and "WARNING" not in caplog.text
+    third = Judge("always-b", base_url=always_b.base_url)
+    assert [v.cached for v in third.decide([_ITEM, other])] == [True, True] and not caplog.records

@@ -249,6 +249,45 @@ def test_bad_files_end_in_one_line_naming_the_file(
     assert message in record.getMessage() and str(path) in record.getMessage()
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("preds.json", '{"index": [0, 1, 2], "prediction": ["A", "B"]}', "unequal length"),
+        (
+            "preds.json",
+            '{"index": {"0": 0, "1": 1}, "prediction": {"0": "A", "2": "B"}}',
+            "cover different rows",
+        ),
+        ("preds.csv", "index,prediction\n0,A\n1\n", "row 3: 1 field(s) but the header has 2"),
+        ("preds.tsv", "index\tprediction\n0\tA\textra\n", "row 2: 3 field(s) but the header has 2"),
+        ("preds.jsonl", '{"index": 0, "prediction": "A"}\n{"index": 1}\n', "row 2: no 'prediction'"),
+        ("preds.csv", "index,Index,prediction\n0,1,A\n", "columns 'index' and 'Index' both read as"),
+        ("preds.jsonl", '{"index": 0, "Index": 1, "prediction": "A"}\n', "columns 'index' and 'Index'"),
+        ("preds.tsv", "index\tprediction\tindex\n0\tA\t1\n", "columns 'index' and 'index'"),
+    ],
+    ids=[
+        "json-lists",
+        "json-dicts",
+        "csv-short",
+        "tsv-long",
+        "jsonl-missing",
+        "csv-case",
+        "jsonl-case",
+        "tsv-twice",
+    ],
+)
+def test_unequal_columns_or_two_index_columns_are_one_line(
+    tmp_path: Path, data_dir: Path, caplog: pytest.LogCaptureFixture, name: str, content: str, message: str
+) -> None:
+    """Issue 17: read on, such files scored a shifted, empty or arbitrary column (or a traceback)."""
+    path = tmp_path / name
+    path.write_text(content)
+    assert scored(path, data_dir, tmp_path / "out") == 2
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert message in record.getMessage() and str(path) in record.getMessage()
+    assert "\n" not in record.getMessage() and not (tmp_path / "out").exists()
+
+
 def _xlsx_with_entities(path: Path) -> Path:
     """A workbook whose sheet declares the billion-laughs entities and uses them in a cell."""
     import zipfile
@@ -285,3 +324,37 @@ def test_a_hostile_xlsx_is_refused(
     pd.DataFrame({"index": [0], "prediction": ["A"]}).to_excel(normal, index=False)
     monkeypatch.setattr(external, "MAX_XLSX_BYTES", 100)  # as if it unpacked to more than 1 GiB
     assert scored(normal, data_dir, tmp_path / "out") == 2 and "unpacks to" in caplog.text
+
+
+def test_the_sample_says_which_answers_the_protocol_hides_and_warns_of_none(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 18: every command on the sample warned "15 answer(s) name an option the question does not
+    have"; those are options the vlmevalkit protocol does not show, and chance counts them as 0."""
+    import logging
+
+    from gmai_hf import SAMPLE_DIR
+
+    rows = score_command.load_questions(SAMPLE_DIR, "validation")
+    path = tmp_path / "Model_GMAI-MMBench_VAL.jsonl"
+    path.write_text(
+        "".join(json.dumps({"index": r["index"], "prediction": r["answer"]}) + "\n" for r in rows)
+    )
+    for protocol in protocols.PROTOCOLS:
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            score_command.score(path, data_dir=SAMPLE_DIR, output_dir=tmp_path / protocol, protocol=protocol)
+        scored = json.loads((tmp_path / protocol / "results.json").read_text())
+        assert "name an option" not in caplog.text
+        notes = [r.getMessage() for r in caplog.records if "the protocol did not show" in r.getMessage()]
+        if protocol == "vlmevalkit":
+            assert (
+                len(notes) == 1
+                and notes[0].startswith("15 answer(s)")
+                and "--protocol vlmevalkit" in notes[0]
+            )
+            assert (scored["correct"], round(100 * scored["chance"], 1)) == (185, 28.9)
+        else:
+            assert not notes and scored["correct"] == 200
+        record = json.loads((tmp_path / protocol / "predictions.jsonl").read_text().splitlines()[0])
+        assert protocols.HIDDEN not in record

@@ -138,12 +138,41 @@ def test_chance_is_the_exact_expected_accuracy_of_a_uniform_guess() -> None:
         category=["c1", "c2", "c3", "c1"],
         clinical_vqa_task=["T", "T", "T", "T"],
     )
-    assert result["chance"] == pytest.approx((1 / 2 + 1 / 4 + 1 / 3 + 1 / 2) / 4)
+    # the third answer, C, is not shown (its option is None): no guess among A, B, D can hit it
+    assert result["chance"] == pytest.approx((1 / 2 + 1 / 4 + 0 + 1 / 2) / 4)
     assert result["by"]["department"]["D1"]["chance"] == pytest.approx((1 / 2 + 1 / 4) / 2)
-    assert result["by"]["department"]["D2"]["chance"] == pytest.approx((1 / 3 + 1 / 2) / 2)
+    assert result["by"]["department"]["D2"]["chance"] == pytest.approx((0 + 1 / 2) / 2)
     ct = result["tree"]["clinical_vqa_task"]["T"]["children"]["CT"]
     assert ct["chance"] == pytest.approx((1 / 2 + 1 / 4 + 1 / 2) / 3) and ct["total"] == 3
+    assert result["tree"]["clinical_vqa_task"]["T"]["children"]["MRI"]["chance"] == 0
     assert scoring.compute(["A"], ["A"])["chance"] is None  # options unknown: no chance level
+    # without answers (test) chance is over the options shown
+    assert scoring.compute(["A", "B"], None, options=options[:2])["chance"] == pytest.approx(
+        (1 / 2 + 1 / 4) / 2
+    )
+
+
+def test_chance_on_the_sample_counts_answers_the_protocol_hides_as_zero() -> None:
+    """Issue 17: 15 sample answers are cells pandas reads as missing ("None"): 32.1% was reported."""
+    from gmai_hf import SAMPLE_DIR, protocols
+    from gmai_hf.commands.score import load_questions
+
+    raw = load_questions(SAMPLE_DIR, "validation")
+    expected = {}
+    for protocol in protocols.PROTOCOLS:
+        rows = [protocols.present_row(row, protocol) for row in raw]
+        options = [[row[letter] for letter in schema.OPTION_LETTERS] for row in rows]
+        answers = [row["answer"] for row in rows]
+        result = scoring.compute(answers, answers, options=options)
+        # by hand: a uniform guess among the options shown hits the answer only if it is shown
+        shown = [
+            {letter for letter in schema.OPTION_LETTERS if row[letter] not in (None, "")} for row in rows
+        ]
+        by_hand = sum(1 / len(s) if a in s else 0 for s, a in zip(shown, answers, strict=True)) / len(rows)
+        assert result["chance"] == pytest.approx(by_hand)
+        expected[protocol] = result["chance"]
+    assert round(100 * expected["vlmevalkit"], 1) == 28.9
+    assert expected["lossless"] > expected["vlmevalkit"]
 
 
 def test_wilson_interval_known_values() -> None:
@@ -180,3 +209,18 @@ def test_an_answer_naming_an_absent_option_is_scored_wrong_with_a_warning(
     assert (result["correct"], result["total"]) == (1, 2)  # "C" is no option of question 0
     assert "1 answer(s) name an option the question does not have" in caplog.text
     assert "references[0] is 'C', options A, B" in caplog.text
+
+
+def test_an_answer_the_protocol_hid_is_said_once_not_warned(caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 18: every command on the sample warned of a mismatch that is the protocol at work."""
+    options = [["x", None, "z"], ["x", "y"], ["x", "y"]]
+    with caplog.at_level(logging.INFO, logger="gmai_hf.scoring"):
+        result = scoring.compute(["A", "A", "C"], ["B", "A", "C"], options=options, hidden=[("B",), (), ()])
+    assert (result["correct"], result["chance"]) == (1, pytest.approx((0 + 1 / 2 + 0) / 3))
+    infos = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(infos) == 1 and infos[0].startswith("1 answer(s) are an option the protocol did not show")
+    assert "--protocol vlmevalkit" in infos[0]
+    # references[2] is C, and question 2 has only A and B: still a warning, for that one only
+    assert len(warnings) == 1 and "1 answer(s) name an option the question does not have" in warnings[0]
+    assert "references[2] is 'C'" in warnings[0]

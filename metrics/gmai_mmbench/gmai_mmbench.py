@@ -47,7 +47,8 @@ Args:
 Returns:
     accuracy (`float`), correct (`int`), total (`int`), unmatched (`int`: no option extracted,
     refusals and judge failures included; scored as wrong), chance (`float`: a uniform guess's
-    expected accuracy, when options are given), judge (`dict`: the judge's model, prompt hash,
+    exact expected accuracy among the options shown, 0 where the answer is not shown; when options
+    are given), judge (`dict`: the judge's model, prompt hash,
     calls, cached, decided and failed counts, or None), by (`dict`: by[dim][value] = accuracy,
     correct, total, ci95, chance), tree (`dict`: tree[view][value] = accuracy, correct, total,
     chance, children by modality, then category; for each given view when modality and category

@@ -8,7 +8,6 @@ so a batch can be split again (after an out-of-memory error) without preparing i
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import os
@@ -141,7 +140,6 @@ HUB_CHECK_TIMEOUT_S = 10.0
 SERVE_HINT = "serve it with vLLM or SGLang (`vllm serve MODEL`) and evaluate it with --backend openai"
 
 
-@functools.cache
 def locate_model(model_id: str) -> bool:
     """Whether to load ``model_id`` from local files only; fails fast when it cannot be had.
 

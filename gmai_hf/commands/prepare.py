@@ -70,7 +70,7 @@ def main(args: argparse.Namespace) -> int:
     import datasets
 
     import gmai_hf  # noqa: F401  (registers the builder)
-    from gmai_hf.export import export_source
+    from gmai_hf.fingerprints import export_source
 
     if export_source(args.data_dir) is not None:
         return prepare_export(args.data_dir, list(schema.SPLITS) if args.split == "all" else [args.split])

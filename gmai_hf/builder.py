@@ -674,7 +674,12 @@ def load_export(split: str, source: str, **kwargs: Any) -> datasets.Dataset:
 
 
 def _read_export(split: str, source: str, **kwargs: Any) -> datasets.Dataset:
-    """``datasets.load_dataset`` of an export's split, its failures said in one line."""
+    """``datasets.load_dataset`` of an export's split, its failures said in one line. A folder's
+    cache is keyed by its content (:func:`gmai_hf.fingerprints.folder_identity`): ``datasets``
+    alone keeps serving the rows of a shard edited since it was first read."""
+    if Path(source).is_dir():
+        base = kwargs.pop("cache_dir", None) or datasets.config.HF_DATASETS_CACHE
+        kwargs["cache_dir"] = str(Path(base) / "gmai_hf_exports" / fingerprints.folder_identity(Path(source)))
     try:
         return datasets.load_dataset(source, split=split, **kwargs)
     except compat.SPLIT_SIZES_ERROR:

@@ -31,6 +31,7 @@ content differs from the repository's (and deleting shards the new export no lon
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -164,6 +165,21 @@ def _write_split(
     return found
 
 
+@contextlib.contextmanager
+def export_lock(output: Path) -> Iterator[None]:
+    """Hold the lock of exports into ``output``: a file beside it (the folder itself is replaced
+    when the export moves into place), so a second export there at once is refused."""
+    from gmai_hf.processes import OutputLock
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    lock = OutputLock(output.parent, name=f".{output.name}.gmai-hf-export.lock", target=output)
+    lock.acquire(what="export")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def export(
     output_dir: str | os.PathLike[str],
     *,
@@ -177,14 +193,9 @@ def export(
     split an earlier export into the same folder holds, and this one does not redo, is kept
     (checked against its record first). Raises ``OutputLocked`` while another export writes
     there, ``FileExistsError`` for a folder holding anything but an earlier export."""
-    from gmai_hf.processes import OutputLock
-
     max_bytes = parse_size(max_shard_size)
     output = Path(output_dir)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    lock = OutputLock(output.parent, name=f".{output.name}.gmai-hf-export.lock", target=output)
-    lock.acquire(what="export")
-    try:
+    with export_lock(output):
         earlier = _earlier_export(output)
         work = Path(tempfile.mkdtemp(prefix=f".{output.name}.export-", dir=output.parent))
         try:
@@ -192,8 +203,6 @@ def export(
             _move_into_place(work, output)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    finally:
-        lock.release()
     for entry in provenance["splits"].values():
         fingerprints.remember_shards(output, entry.get("shards") or [])
     return [output / name for name in names]

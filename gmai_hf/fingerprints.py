@@ -133,6 +133,16 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest
 
 
+def folder_identity(folder: Path) -> str:
+    """A hash of an export folder's content (its card and every shard, by sha256): the key of its
+    ``datasets`` cache, which by itself would serve the rows of an edited shard again."""
+    digest = hashlib.sha256()
+    for path in [folder / CARD, *sorted((folder / DATA_DIR).glob("*.parquet"))]:
+        if path.is_file():
+            digest.update(f"{path.relative_to(folder).as_posix()}:{file_sha256(path)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def _image_bytes(image: Any) -> bytes:
     """The bytes of an ``image`` value: raw bytes, or the ``datasets.Image`` struct's ``bytes``."""
     if isinstance(image, Mapping):

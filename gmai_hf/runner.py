@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gmai_hf import identity, prompts, protocols, schema
+from gmai_hf import fingerprints, identity, prompts, protocols, schema
 from gmai_hf.backends import Failed, Prepared, Question, QuestionError, backend_for, load_backend
 from gmai_hf.backends.base import MODES
 from gmai_hf.processes import (
@@ -584,7 +584,10 @@ class Runner:
         errors = {int(a["index"]): a["error"] for a in selected if a.get("error")}
         retryable = [int(a["index"]) for a in selected if a.get("error") and a.get("retry")]
         judge = Judge.from_options(config.judge, matching_mode=config.matching)
-        records = results.build_records(rows, predictions, errors, matching=config.matching, judge=judge)
+        content = fingerprints.dataset_fingerprints(questions.ds)
+        records = results.build_records(
+            rows, predictions, errors, matching=config.matching, judge=judge, fingerprints=content
+        )
         new = plan["pending"]
         run_info = {
             **config.resume_key(),

@@ -510,7 +510,8 @@ def push_to_hub(
     """Upload an export to the dataset repository ``repo_id``: only files whose content changed.
 
     ``api`` (a ``huggingface_hub.HfApi``) is injectable so the exact operations can be checked
-    without the Hub. Returns ``{"uploaded": [...], "deleted": [...]}``.
+    without the Hub. Returns ``{"uploaded": [...], "deleted": [...]}``. An export whose shards
+    are no longer those its ``gmai_hf.json`` records is refused before anything is sent.
     """
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
@@ -519,6 +520,9 @@ def push_to_hub(
         raise FileNotFoundError(
             f"{folder} is not an export (no README.md and data/*.parquet): run gmai-hf export first"
         )
+    provenance = read_provenance(folder)
+    for split in (provenance or {}).get("splits") or {}:
+        fingerprints.check_export(folder, split, provenance)  # an edited export is not published
     api = api or HfApi(token=token)
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     remote = {}

@@ -4,8 +4,8 @@ A number is comparable with the leaderboard only when it was measured on the off
 all of them. Every run and every scored file records a ``data`` object in ``results.json``:
 
 - ``source``: ``"official"`` (downloaded from the Hub, md5-checked), ``"sample"`` (the bundled
-  synthetic sample), ``"local"`` (TSVs in a ``--data-dir``) or ``"export"`` (a Parquet export made
-  by ``gmai-hf export``, in a folder or on the Hub);
+  synthetic sample, or an export of it), ``"local"`` (TSVs in a ``--data-dir``) or ``"export"``
+  (a Parquet export made by ``gmai-hf export``, in a folder or on the Hub);
 - ``official``: true only when every file of the split is there and its md5 was found to be the
   official one (on download, by ``gmai-hf prepare --verify``, or remembered from an earlier check
   of the same unchanged file; for an export, as its ``gmai_hf.json`` recorded when it was made,

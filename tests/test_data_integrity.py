@@ -148,6 +148,19 @@ def test_an_edited_shard_is_refused_in_one_line_naming_it(
     assert f"{first}: not the shard that was exported" in caplog.text and "Traceback" not in caplog.text
 
 
+def test_an_edited_export_is_not_pushed(copy: Path) -> None:
+    from test_export import FakeHub
+
+    hub = FakeHub()
+    first = shards(copy)[0]
+    rewrite(first, lambda rows: rows[0].update(answer=other_letter(rows[0])))
+    with pytest.raises(
+        fingerprints.ExportMismatch, match=re.escape(f"{first}: not the shard that was exported")
+    ):
+        export.push_to_hub(copy, "me/gmai-mmbench", api=hub)
+    assert hub.repos == [] and hub.commits == []
+
+
 def test_a_missing_or_extra_shard_is_one_line_naming_it(
     copy: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

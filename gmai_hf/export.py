@@ -194,7 +194,7 @@ def export(
     (checked against its record first). Raises ``OutputLocked`` while another export writes
     there, ``FileExistsError`` for a folder holding anything but an earlier export."""
     max_bytes = parse_size(max_shard_size)
-    output = Path(output_dir)
+    output = Path(os.path.abspath(output_dir))  # "." has a parent to write beside
     with export_lock(output):
         earlier = _earlier_export(output)
         work = Path(tempfile.mkdtemp(prefix=f".{output.name}.export-", dir=output.parent))

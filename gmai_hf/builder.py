@@ -662,7 +662,11 @@ def load_export(split: str, source: str, **kwargs: Any) -> datasets.Dataset:
         )
     check_indices(ds, f"{source} ({split} split)")
     expected = (((provenance or {}).get("splits") or {}).get(split) or {}).get("fingerprint")
-    if expected is not None and fingerprints.loaded_fingerprint(ds) != expected:
+    if (
+        expected is not None
+        and isinstance(ds, datasets.Dataset)
+        and fingerprints.loaded_fingerprint(ds) != expected
+    ):
         logger.info("%s: the cached %s rows are not the export's: reading it again", source, split)
         ds = _read_export(split, source, **{**kwargs, "download_mode": "force_redownload"})
         if fingerprints.loaded_fingerprint(ds) != expected:
@@ -699,8 +703,12 @@ def _duplicates(indices: pa.ChunkedArray) -> list[int]:
 
 
 def check_indices(ds: datasets.Dataset, where: str) -> None:
-    """Refuse a split with a negative or duplicated ``index`` (read from the index column alone)."""
+    """Refuse a split with a negative or duplicated ``index`` (read from the index column alone;
+    a streamed split is not held anywhere to check: the TSV reader checks each file as it goes)."""
     import pyarrow.compute as pc
+
+    if not isinstance(ds, datasets.Dataset):
+        return
 
     try:
         indices = pc.cast(ds.data.column("index"), pa.int64())

@@ -709,7 +709,6 @@ def check_indices(ds: datasets.Dataset, where: str) -> None:
 
     if not isinstance(ds, datasets.Dataset):
         return
-
     try:
         indices = pc.cast(ds.data.column("index"), pa.int64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):

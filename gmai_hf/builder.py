@@ -27,7 +27,8 @@ import datasets
 import pyarrow as pa
 from datasets.exceptions import DatasetGenerationError
 
-from gmai_hf import compat, download, schema, tsv
+from gmai_hf import compat, download, fingerprints, identity, schema, tsv
+from gmai_hf.fingerprints import find_split_files, local_split_files
 
 logger = logging.getLogger(__name__)
 
@@ -62,40 +63,6 @@ class GmaiMMBenchError(DatasetGenerationError, ValueError):
 # --- Locating the files ---------------------------------------------------------------------------
 
 
-def _find_split_files(
-    data_dir: Path, split: str
-) -> tuple[list[Path], list[int], list[tuple[list[str], Path]]]:
-    """The files of ``split`` present in ``data_dir`` (in order), the parts missing, and the parts
-    found under two names: the lookup alone, without a word (fingerprints call it often)."""
-    found, missing, doubled = [], [], []
-    for part, names in enumerate(download.official_names(split), start=1):
-        present = [data_dir / name for name in names if (data_dir / name).is_file()]
-        if present:
-            found.append(present[0])
-            if len(present) > 1:
-                doubled.append((names, present[0]))
-        else:
-            missing.append(part)
-    return found, missing, doubled
-
-
-def local_split_files(data_dir: str | os.PathLike[str], split: str) -> list[Path]:
-    """The files of ``split`` present in ``data_dir``, in order; warns which test parts are missing."""
-    data_dir = Path(data_dir)
-    found, missing, doubled = _find_split_files(data_dir, split)
-    for names, read in doubled:
-        logger.warning("%s: both %s exist; reading %s", data_dir, names, read.name)
-    if split == "test" and found and missing:
-        logger.warning(
-            "%s: test parts %s of %d are missing; loading the %d present",
-            data_dir,
-            missing,
-            schema.TEST_PARTS,
-            len(found),
-        )
-    return found
-
-
 def missing_split_message(data_dir: str | os.PathLike[str], split: str) -> str:
     """What was looked for when ``split`` has no file in ``data_dir``."""
     names = [name for names in download.official_names(split) for name in names]
@@ -111,7 +78,7 @@ def files_signature(data_dir: str | os.PathLike[str], splits: Sequence[str] = sc
     regenerated files get a new cache and one file reached by two spellings of a path shares one."""
     digest = hashlib.md5(usedforsecurity=False)
     for split in splits:
-        for path in _find_split_files(Path(data_dir), split)[0]:
+        for path in find_split_files(Path(data_dir), split)[0]:
             stat = path.stat()
             digest.update(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns};".encode())
     return digest.hexdigest()[:16]
@@ -268,8 +235,8 @@ def _text(field: bytes, path: Path, index: int, column: str) -> str | None:
         ) from None
 
 
-#: The ``index`` column is stored as int64.
-_INDEX_RANGE = range(-(2**63), 2**63)
+#: The ``index`` column is stored as int64; a question id is never negative.
+_INDEX_RANGE = range(2**63)
 
 
 def _read_index(field: bytes, path: Path, offset: int) -> int:
@@ -281,10 +248,11 @@ def _read_index(field: bytes, path: Path, offset: int) -> int:
             "the file is corrupt or was edited: fix or re-download it"
         ) from None
     if index not in _INDEX_RANGE:
+        problem = "is negative" if index < 0 else "does not fit in 64 bits"
         raise GmaiMMBenchError(
-            f"{path}: {tsv.where(path, offset)}: the index {field[:40].decode('ascii', 'replace')} does "
-            "not fit in 64 bits (the official indices run from 0 to about 21,000); the file is corrupt or "
-            "was edited: fix or re-download it"
+            f"{path}: {tsv.where(path, offset)}: the index {field[:40].decode('ascii', 'replace')} {problem} "
+            "(the official indices run from 0 to about 21,000); the file is corrupt or was edited: fix or "
+            "re-download it"
         )
     return index
 
@@ -602,8 +570,7 @@ class GmaiMMBench(datasets.ArrowBasedBuilder):
             else:
                 with pa.memory_map(written) as source:  # zero-copy: only the index column is touched
                     chunks += [batch.column("index") for batch in pa.ipc.open_stream(source)]
-        counts = pa.chunked_array(chunks, pa.int64()).value_counts()
-        duplicates = [item["values"].as_py() for item in counts if item["counts"].as_py() > 1]
+        duplicates = _duplicates(pa.chunked_array(chunks, pa.int64()))
         if duplicates:
             where = _locate(split_generator.gen_kwargs["shards"], duplicates[0])
             raise GmaiMMBenchError(
@@ -663,36 +630,109 @@ def load_split(
     ``load_dataset("gmai_mmbench", split=...)`` uses the default configuration ``all``, which
     prepares (or downloads) every split; the tools that need one split call this instead.
     ``data_dir`` may also be a Parquet export (``gmai-hf export``), and ``dataset`` a Hub
-    repository (or folder) holding one: it is read as it is, with no TSV preparation.
+    repository (or folder) holding one: it is read as it is, with no TSV preparation. Whatever
+    the source, a duplicated or negative index is refused here, before any question is asked.
     """
-    from gmai_hf.export import export_source
-
     if split not in schema.SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {schema.SPLITS}")
-    source = export_source(data_dir, dataset)
+    source = fingerprints.export_source(data_dir, dataset)
     if source is not None:
         return load_export(split, source, **kwargs)
-    return datasets.load_dataset(
+    ds = datasets.load_dataset(
         DATASET_NAME, split, data_dir=None if data_dir is None else str(data_dir), split=split, **kwargs
     )
+    check_indices(ds, f"the {split} split of {data_dir or 'the official files'}")
+    return ds
 
 
 def load_export(split: str, source: str, **kwargs: Any) -> datasets.Dataset:
-    """``split`` of a Parquet export (a folder, or a Hub dataset repository), checked to hold
-    this benchmark's columns, so a wrong repository fails here and not deep in a run."""
-    try:
-        ds = datasets.load_dataset(source, split=split, **kwargs)
-    except ValueError as error:
-        if "split" not in str(error).lower():
-            raise
-        raise FileNotFoundError(f"{source} holds no {split} split (it has: {error})") from None
+    """``split`` of a Parquet export (a folder, or a Hub dataset repository), checked to hold this
+    benchmark's columns, so a wrong repository fails here and not deep in a run.
+
+    An export made by gmai-hf is checked against its ``gmai_hf.json`` first: a folder's shards
+    must be exactly those it records, byte for byte (sha256, remembered by path, size and mtime),
+    and the rows read (from a folder, the Hub, or ``datasets``' cache) must have the split's
+    recorded content fingerprint; a stale cache is rebuilt once, anything else is refused.
+    """
+    provenance = identity.read_provenance_of(source)
+    if Path(source).is_dir():
+        try:
+            fingerprints.check_export(source, split, provenance)
+        except fingerprints.ExportMismatch as error:
+            raise GmaiMMBenchError(str(error)) from None
+    ds = _read_export(split, source, **kwargs)
     missing = [name for name in REQUIRED_COLUMNS if name not in ds.column_names]
     if missing:
         raise GmaiMMBenchError(
             f"{source}: not a GMAI-MMBench export: the {split} split lacks the column(s) {missing}; "
             "export the TSVs with `gmai-hf export`"
         )
+    check_indices(ds, f"{source} ({split} split)")
+    expected = (((provenance or {}).get("splits") or {}).get(split) or {}).get("fingerprint")
+    if (
+        expected is not None
+        and isinstance(ds, datasets.Dataset)
+        and fingerprints.loaded_fingerprint(ds) != expected
+    ):
+        logger.info("%s: the cached %s rows are not the export's: reading it again", source, split)
+        ds = _read_export(split, source, **{**kwargs, "download_mode": "force_redownload"})
+        if fingerprints.loaded_fingerprint(ds) != expected:
+            raise GmaiMMBenchError(
+                f"{source}: the {split} rows are not those {fingerprints.PROVENANCE} records (their content "
+                "fingerprint differs): the export was edited after it was made; export again"
+            )
     return ds.cast(FEATURES) if ds.features != FEATURES else ds
+
+
+def _read_export(split: str, source: str, **kwargs: Any) -> datasets.Dataset:
+    """``datasets.load_dataset`` of an export's split, its failures said in one line. A folder's
+    cache is keyed by its content (:func:`gmai_hf.fingerprints.folder_identity`): ``datasets``
+    alone keeps serving the rows of a shard edited since it was first read."""
+    if Path(source).is_dir():
+        base = kwargs.pop("cache_dir", None) or datasets.config.HF_DATASETS_CACHE
+        kwargs["cache_dir"] = str(Path(base) / "gmai_hf_exports" / fingerprints.folder_identity(Path(source)))
+    try:
+        return datasets.load_dataset(source, split=split, **kwargs)
+    except compat.SPLIT_SIZES_ERROR:
+        raise GmaiMMBenchError(
+            f"{source}: the {split} split does not hold the rows its README.md records: a shard is missing, "
+            "extra or was replaced; export again"
+        ) from None
+    except ValueError as error:
+        if "split" not in str(error).lower():
+            raise
+        raise FileNotFoundError(f"{source} holds no {split} split (it has: {error})") from None
+
+
+def _duplicates(indices: pa.ChunkedArray) -> list[int]:
+    counts = indices.value_counts()
+    return [item["values"].as_py() for item in counts if item["counts"].as_py() > 1]
+
+
+def check_indices(ds: datasets.Dataset, where: str) -> None:
+    """Refuse a split with a negative or duplicated ``index`` (read from the index column alone;
+    a streamed split is not held anywhere to check: the TSV reader checks each file as it goes)."""
+    import pyarrow.compute as pc
+
+    if not isinstance(ds, datasets.Dataset):
+        return
+    try:
+        indices = pc.cast(ds.data.column("index"), pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise GmaiMMBenchError(
+            f"{where}: the index column does not hold integers; export the data again"
+        ) from None
+    if len(indices) and pc.min(indices).as_py() < 0:
+        raise GmaiMMBenchError(
+            f"{where}: question index {pc.min(indices).as_py()} is negative (question ids run from 0); "
+            "the data were edited: fix or export them again"
+        )
+    duplicates = _duplicates(indices)
+    if duplicates:
+        raise GmaiMMBenchError(
+            f"{where}: duplicate index {duplicates[0]} ({len(duplicates)} indices are duplicated in all); "
+            "every question needs its own index: fix or export the data again"
+        )
 
 
 def _table(columns: dict[str, list[Any]], arrow_schema: pa.Schema) -> pa.Table:

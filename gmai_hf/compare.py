@@ -1,6 +1,8 @@
 """Is model A really better than model B, and where? A paired comparison of two runs.
 
-Both runs answered the same questions, so they are compared question by question
+Both runs answered the same questions (checked on each question's content fingerprint, which
+every run keeps in its predictions: text, options, answer and image bytes), so they are compared
+question by question
 (:mod:`gmai_hf.paired`): overall, for every value of every breakdown dimension (``by``) and for
 every node of every view of the lexical tree (``tree``), with McNemar's exact test,
 Newcombe's interval of the difference, and a Benjamini-Hochberg adjustment over all nodes.
@@ -64,7 +66,8 @@ def join(a: Run, b: Run) -> tuple[list[int], str | None]:
     """The questions both runs answered, and a note when that is not all of either's.
 
     Refuses (``ValueError``, naming the difference) different splits, runs without answers,
-    question sets of which neither holds the other, and runs whose shared questions differ.
+    question sets of which neither holds the other, and runs whose shared questions differ (in
+    their content fingerprints, or, for runs written before those, in answer and labels).
     """
     if a.split != b.split:
         raise ValueError(
@@ -88,6 +91,20 @@ def join(a: Run, b: Run) -> tuple[list[int], str | None]:
             f"(e.g. {schema.preview_indices(only_b)}); "
             "compare runs on the same questions, or a slice with the run it was cut from"
         )
+    differ = content_differences(in_a, in_b, shared)
+    if differ:
+        raise ValueError(
+            f"{a.label} and {b.label} asked different questions: {len(differ)} of the {len(shared)} "
+            "questions they share differ in text, options, answer or image (indices "
+            f"{schema.preview_indices(differ)}); compare runs on the same data"
+        )
+    if differ is None:
+        logger.warning(
+            "%s or %s keeps no question fingerprints (written by an older gmai-hf): whether both asked the "
+            "same questions (text, options, images) could not be checked, only their answers and labels",
+            a.label,
+            b.label,
+        )
     for index in shared:
         for column in _CONTENT:
             if in_a[index].get(column) != in_b[index].get(column):
@@ -104,6 +121,15 @@ def join(a: Run, b: Run) -> tuple[list[int], str | None]:
             f"{len(shared) + len(only_a or only_b)}): the other run is a slice of it"
         )
     return shared, note
+
+
+def content_differences(
+    in_a: Mapping[int, Mapping[str, Any]], in_b: Mapping[int, Mapping[str, Any]], shared: Sequence[int]
+) -> list[int] | None:
+    """The shared questions whose content fingerprints differ (None: a run keeps none to check)."""
+    if any(not in_a[i].get("fingerprint") or not in_b[i].get("fingerprint") for i in shared):
+        return None
+    return [i for i in shared if in_a[i]["fingerprint"] != in_b[i]["fingerprint"]]
 
 
 def compare(a: Run, b: Run, alpha: float = paired.ALPHA) -> dict[str, Any]:
@@ -137,6 +163,10 @@ def compare(a: Run, b: Run, alpha: float = paired.ALPHA) -> dict[str, Any]:
         "b": {"label": b.label, "path": str(origin(b)), "settings": theirs},
         "split": a.split,
         "questions": len(shared),
+        "content_checked": content_differences(
+            {int(r["index"]): r for r in a.records}, {int(r["index"]): r for r in b.records}, shared
+        )
+        is not None,
         "note": note,
         "alpha": alpha,
         "test": "McNemar exact (two-sided)",
@@ -229,6 +259,15 @@ def _significant_rows(result: Mapping[str, Any]) -> list[tuple[str, str, Mapping
 def write_markdown(result: Mapping[str, Any], path: Path) -> Path:
     a, b = result["a"]["label"], result["b"]["label"]
     lines = [f"# {a} vs {b}: paired comparison on GMAI-MMBench", ""]
+    synthetic = [
+        result[run]["label"] for run in ("a", "b") if result[run]["settings"]["data"]["source"] == "sample"
+    ]
+    if synthetic:
+        lines += [
+            f"> **Synthetic sample** ({', '.join(synthetic)}): made-up questions and images for trying the "
+            "tools; these differences say nothing about the models.",
+            "",
+        ]
     if result["settings_differ"]:
         lines += [
             "> **The runs differ in more than the model**: "
@@ -241,6 +280,12 @@ def write_markdown(result: Mapping[str, Any], path: Path) -> Path:
         ]
     if result["note"]:
         lines += [f"> Note: {result['note']}.", ""]
+    if not result.get("content_checked", True):
+        lines += [
+            "> The runs keep no question fingerprints (an older gmai-hf): that both asked the same questions "
+            "(text, options, images) was not checked, only their answers and labels.",
+            "",
+        ]
     rows = [
         (key, _short(result["a"]["settings"][key]), _short(result["b"]["settings"][key]))
         for key in result["a"]["settings"]

@@ -25,6 +25,9 @@ Differences are detected by feature, not by version number, so a backport cannot
   ``load_dataset("gmai_mmbench")`` name registered by :func:`gmai_hf.builder.register` works with
   every version: ``datasets.load.dataset_module_factory`` and ``DatasetModule(module_path, hash,
   builder_kwargs)`` have the same shape from 3.0 to 5.x.
+- ``NonMatchingSplitsSizesError`` (a folder's rows disagree with its card's split sizes) is in
+  ``datasets.exceptions`` from 3.x on, in ``datasets.utils.info_utils`` before:
+  :data:`SPLIT_SIZES_ERROR` is whichever exists.
 
 Nothing else in gmai-hf may branch on the ``datasets`` version.
 """
@@ -33,10 +36,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 from pathlib import Path
 from typing import Any
 
 import datasets
+
+SPLIT_SIZES_ERROR: type[Exception] = getattr(datasets.exceptions, "NonMatchingSplitsSizesError", None) or (
+    importlib.import_module("datasets.utils.info_utils").NonMatchingSplitsSizesError
+)
 
 try:  # datasets >= 4.5
     from datasets.builder import Key as _Key

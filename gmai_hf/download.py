@@ -13,7 +13,6 @@ source we could read; the md5s are (see ``schema``).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gmai_hf import schema
-from gmai_hf.files import write_atomic
+from gmai_hf.files import VerdictMemory
 
 logger = logging.getLogger(__name__)
 
@@ -90,44 +89,18 @@ def official_names(split: str) -> list[list[str]]:
     raise ValueError(f"unknown split {split!r}; expected one of {schema.SPLITS}")
 
 
-def _memory_path() -> Path:
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HOME) / "gmai_hf" / "verified.json"
-
-
-def _memory_key(path: Path) -> tuple[str, str]:
-    stat = path.stat()
-    return str(path.resolve()), f"{stat.st_size}:{stat.st_mtime_ns}"
-
-
-def _load_memory() -> dict[str, dict[str, object]]:
-    try:
-        memory = json.loads(_memory_path().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return memory if isinstance(memory, dict) else {}
+_MEMORY = VerdictMemory("verified.json")
 
 
 def remember(path: str | os.PathLike[str], md5: str, official: bool) -> None:
     """Record that ``path`` (as it is now) has ``md5``, and whether that is the official one."""
-    key, stamp = _memory_key(Path(path))
-    memory = _load_memory()
-    memory[key] = {"stamp": stamp, "md5": md5, "official": official}
-    try:
-        _memory_path().parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(_memory_path(), json.dumps(memory, indent=1))
-    except OSError as error:  # a read-only home: the check is redone next time, nothing is wrong
-        logger.warning("could not remember the md5 check of %s: %s", path, error)
+    _MEMORY.remember(path, md5=md5, official=official)
 
 
 def recall(path: str | os.PathLike[str]) -> bool | None:
     """Whether ``path`` was found to be the official file (None: never checked, or changed since)."""
-    key, stamp = _memory_key(Path(path))
-    entry = _load_memory().get(key)
-    if not isinstance(entry, dict) or entry.get("stamp") != stamp:
-        return None
-    return bool(entry.get("official"))
+    entry = _MEMORY.recall(path)
+    return None if entry is None else bool(entry.get("official"))
 
 
 def check_files(paths: Sequence[Path], split: str) -> dict[Path, bool | None]:

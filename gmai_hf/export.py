@@ -12,7 +12,14 @@ prepared splits that way, from the Arrow cache the builder made (so the TSVs are
   ``dataset_info`` features and split sizes; license, task categories, tags) and a card
   explaining the lexical tree, the columns and the provenance;
 - ``gmai_hf.json``: which TSV files the export was made from (name, bytes, md5-verified), so a
-  run on the export knows whether it is the official release.
+  run on the export knows whether it is the official release; and what it holds: each shard's
+  name, bytes and sha256, and each split's content fingerprint
+  (:func:`gmai_hf.fingerprints.split_fingerprint`), against which every read checks it.
+
+The export is written into a temporary folder beside ``output_dir`` and moved into place when
+whole, under a lock beside it (a second export into the same folder at once is refused). It
+replaces only an earlier gmai-hf export: a non-empty folder holding anything else is refused,
+naming what is there, so nothing the export did not write is overwritten or deleted.
 
 No per-task or per-department configurations: the three views of the tree cross each other, so
 files grouped by one view would split the others into fragments, while selecting a slice on
@@ -24,25 +31,26 @@ content differs from the repository's (and deleting shards the new export no lon
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gmai_hf import identity, schema
+from gmai_hf import fingerprints, identity, schema
 from gmai_hf.files import atomic_output, write_atomic
+from gmai_hf.fingerprints import CARD, DATA_DIR, PROVENANCE, is_export, read_provenance
 
 logger = logging.getLogger(__name__)
 
-DATA_DIR = "data"
-CARD = "README.md"
-PROVENANCE = "gmai_hf.json"
 DEFAULT_MAX_SHARD_SIZE = "500MB"
 #: Row groups hold at most this many questions and bytes (the viewer reads row groups whole).
 ROW_GROUP_ROWS = 100
@@ -60,22 +68,6 @@ def parse_size(size: str | int) -> int:
         raise ValueError(f"--max-shard-size {size!r}: give a size such as 500MB, 1GB or 256MiB")
     number, unit = found.groups()
     return int(float(number) * _UNITS[(unit or "").upper()])
-
-
-def is_export(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a folder in the Parquet form (as :func:`export` writes it)."""
-    folder = Path(path)
-    return (folder / CARD).is_file() and any((folder / DATA_DIR).glob("*.parquet"))
-
-
-def export_source(data_dir: str | os.PathLike[str] | None, dataset: str | None = None) -> str | None:
-    """The export a command reads: ``dataset`` (a Hub repository or folder), or ``data_dir`` when it
-    holds an export; None when the data are TSVs (in ``data_dir``, or from the Hub)."""
-    if dataset is not None:
-        return str(dataset)
-    if data_dir is not None and is_export(data_dir):
-        return str(data_dir)
-    return None
 
 
 @dataclass
@@ -129,13 +121,16 @@ def _batches(ds: Any) -> Iterator[Any]:
             yield from pa.ipc.open_stream(source)
 
 
-def _write_split(ds: Any, shards: Sequence[Shard], sizes: Sequence[int], output: Path, schema_: Any) -> int:
-    """Write ``ds`` into ``shards`` (row groups of at most ``ROW_GROUP_ROWS``/``ROW_GROUP_BYTES``)."""
+def _write_split(
+    ds: Any, shards: Sequence[Shard], sizes: Sequence[int], output: Path, schema_: Any
+) -> dict[int, str]:
+    """Write ``ds`` into ``shards`` (row groups of at most ``ROW_GROUP_ROWS``/``ROW_GROUP_BYTES``);
+    returns every written question's content fingerprint (computed on the rows as written)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from tqdm.auto import tqdm
 
-    total = 0
+    found: dict[int, str] = {}
     batches = _batches(ds)
     current = None  # the batch being read, less the rows already written
     row = 0  # the next row to write
@@ -154,8 +149,7 @@ def _write_split(ds: Any, shards: Sequence[Shard], sizes: Sequence[int], output:
 
     with tqdm(total=len(ds), unit="q", desc=f"export {shards[0].split}", dynamic_ncols=True) as progress:
         for shard in shards:
-            path = output / shard.name
-            with atomic_output(path) as tmp, pq.ParquetWriter(tmp, schema_) as writer:
+            with atomic_output(output / shard.name) as tmp, pq.ParquetWriter(tmp, schema_) as writer:
                 while row < shard.stop:
                     stop, group = row, 0
                     while stop < shard.stop and stop - row < ROW_GROUP_ROWS:
@@ -163,11 +157,27 @@ def _write_split(ds: Any, shards: Sequence[Shard], sizes: Sequence[int], output:
                             break
                         group += sizes[stop]
                         stop += 1
-                    writer.write_table(take(stop - row), row_group_size=stop - row)
+                    table = take(stop - row)
+                    writer.write_table(table, row_group_size=stop - row)
+                    found.update(fingerprints.table_fingerprints(table))
                     progress.update(stop - row)
                     row = stop
-            total += path.stat().st_size
-    return total
+    return found
+
+
+@contextlib.contextmanager
+def export_lock(output: Path) -> Iterator[None]:
+    """Hold the lock of exports into ``output``: a file beside it (the folder itself is replaced
+    when the export moves into place), so a second export there at once is refused."""
+    from gmai_hf.processes import OutputLock
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    lock = OutputLock(output.parent, name=f".{output.name}.gmai-hf-export.lock", target=output)
+    lock.acquire(what="export")
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def export(
@@ -180,15 +190,41 @@ def export(
 ) -> list[Path]:
     """Write ``splits`` of the TSVs in ``data_dir`` (None: the official files from the Hub) as a
     Hub-ready Parquet folder; returns the files written. Splits without files are left out; a
-    split an earlier export into the same folder holds, and this one does not redo, is kept."""
+    split an earlier export into the same folder holds, and this one does not redo, is kept
+    (checked against its record first). Raises ``OutputLocked`` while another export writes
+    there, ``FileExistsError`` for a folder holding anything but an earlier export."""
+    max_bytes = parse_size(max_shard_size)
+    output = Path(os.path.abspath(output_dir))  # "." has a parent to write beside
+    with export_lock(output):
+        earlier = _earlier_export(output)
+        work = Path(tempfile.mkdtemp(prefix=f".{output.name}.export-", dir=output.parent))
+        try:
+            names, provenance = _export_into(work, earlier, output, data_dir, splits, max_bytes, token)
+            _move_into_place(work, output)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    for entry in provenance["splits"].values():
+        fingerprints.remember_shards(output, entry.get("shards") or [])
+    return [output / name for name in names]
 
+
+def _export_into(
+    work: Path,
+    earlier: dict[str, Any] | None,
+    output: Path,
+    data_dir: str | os.PathLike[str] | None,
+    splits: Sequence[str],
+    max_bytes: int,
+    token: str | bool | None,
+) -> tuple[list[str], dict[str, Any]]:
+    """The export written into the empty folder ``work``: the names written and the provenance."""
     from gmai_hf.builder import FEATURES, load_split
 
-    max_bytes = parse_size(max_shard_size)
-    output = Path(output_dir)
-    (output / DATA_DIR).mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    split_infos, provenance = _earlier(output, keep=[s for s in schema.SPLITS if s not in splits])
+    (work / DATA_DIR).mkdir()
+    names: list[str] = []
+    split_infos, provenance = _keep_earlier(
+        output, earlier, [s for s in schema.SPLITS if s not in splits], work
+    )
     schema_ = FEATURES.arrow_schema.with_metadata(
         {"huggingface": json.dumps({"info": {"features": FEATURES.to_dict()}})}
     )
@@ -202,14 +238,16 @@ def export(
             continue
         sizes = _image_sizes(ds)
         shards = plan_shards(split, sizes, max_bytes)
-        current = {Path(shard.name).name for shard in shards}
-        for stale in (output / DATA_DIR).glob(f"{split}-*.parquet"):  # an earlier export's shards
-            if stale.name not in current:
-                stale.unlink()
-        size = _write_split(ds, shards, sizes, output, schema_)
-        written += [output / shard.name for shard in shards]
+        content = _write_split(ds, shards, sizes, work, schema_)
+        records = fingerprints.shard_records(work, [shard.name for shard in shards])
+        names += [shard.name for shard in shards]
+        size = sum(record["bytes"] for record in records)
         split_infos[split] = {"num_examples": len(ds), "num_bytes": size}
-        provenance["splits"][split] = identity.describe(split, data_dir, len(ds))
+        provenance["splits"][split] = {
+            **identity.describe(split, data_dir, len(ds)),
+            "fingerprint": fingerprints.split_fingerprint(content),
+            "shards": records,
+        }
         logger.info("%s: %d questions in %d shard(s), %.1f MB", split, len(ds), len(shards), size / 1e6)
     if not any(split in split_infos for split in splits):
         raise FileNotFoundError(
@@ -217,29 +255,101 @@ def export(
         )
     ordered = {split: split_infos[split] for split in schema.SPLITS if split in split_infos}
     provenance["splits"] = {split: provenance["splits"][split] for split in ordered}
-    written.append(write_atomic(output / PROVENANCE, json.dumps(provenance, indent=2) + "\n"))
-    written.append(write_atomic(output / CARD, card(ordered, provenance)))
-    return written
+    write_atomic(work / PROVENANCE, json.dumps(provenance, indent=2) + "\n")
+    write_atomic(work / CARD, card(ordered, provenance))
+    return [*names, PROVENANCE, CARD], provenance
 
 
-def _earlier(output: Path, keep: Sequence[str]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Split sizes and provenance of the ``keep`` splits an earlier export left in ``output``."""
+_SHARD_NAME = re.compile(rf"{DATA_DIR}/({'|'.join(schema.SPLITS)})-\d{{5}}-of-\d{{5}}\.parquet")
+
+
+def _earlier_export(output: Path) -> dict[str, Any] | None:
+    """The provenance of the earlier export in ``output`` (None: no folder, or an empty one).
+    Refuses (``FileExistsError``, naming what is there) a folder holding anything else: the
+    export never overwrites or deletes files it did not write."""
+    if not output.exists():
+        return None
+    if not output.is_dir():
+        raise FileExistsError(f"--output-dir {output} is a file: give a folder (a new or empty one)")
+    found = sorted(path.relative_to(output).as_posix() for path in output.rglob("*") if not path.is_dir())
+    if not found and not any(output.iterdir()):
+        return None
+    provenance = read_provenance(output)
+    if provenance is None or provenance.get("gmai_hf_export") is None:
+        foreign = found
+    else:
+        recorded = {
+            name for split in schema.SPLITS for name in fingerprints.recorded_shards(provenance, split) or {}
+        }
+        foreign = [
+            name
+            for name in found
+            if name not in (CARD, PROVENANCE)
+            and not (_SHARD_NAME.fullmatch(name) and (not recorded or name in recorded))
+        ]
+    if foreign or not found:
+        shown = ", ".join(foreign[:5] or ["empty folders"]) + (
+            f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        )
+        raise FileExistsError(
+            f"--output-dir {output} is not empty and not an earlier gmai-hf export (it holds {shown}): "
+            "export into a new or empty folder; files the export did not write are never replaced"
+        )
+    return provenance
+
+
+def _keep_earlier(
+    output: Path, earlier: dict[str, Any] | None, keep: Sequence[str], work: Path
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The ``keep`` splits an earlier export left in ``output``, checked against its record and
+    linked (or copied) into ``work``: their sizes for the card, and their provenance."""
     import yaml
 
     provenance: dict[str, Any] = {"gmai_hf_export": 1, "splits": {}}
     infos: dict[str, dict[str, Any]] = {}
-    earlier = read_provenance(output) or {}
+    if earlier is None:
+        return infos, provenance
     try:
         card_yaml = yaml.safe_load((output / CARD).read_text(encoding="utf-8").split("---")[1])
         sizes = {entry["name"]: entry for entry in card_yaml["dataset_info"]["splits"]}
     except (OSError, IndexError, KeyError, TypeError, yaml.YAMLError):
         sizes = {}
     for split in keep:
-        shards = list((output / DATA_DIR).glob(f"{split}-*.parquet"))
-        if shards and split in sizes and split in (earlier.get("splits") or {}):
-            infos[split] = {key: sizes[split][key] for key in ("num_examples", "num_bytes")}
-            provenance["splits"][split] = earlier["splits"][split]
+        shards = fingerprints.split_shards(output, split)
+        if not (shards and split in sizes and split in (earlier.get("splits") or {})):
+            continue
+        try:
+            fingerprints.check_export(output, split, earlier)
+        except fingerprints.ExportMismatch as error:
+            raise fingerprints.ExportMismatch(
+                f"{error} (the {split} split of the earlier export would be kept: export it again too)"
+            ) from None
+        for name in shards:
+            _link_or_copy(output / name, work / name)
+        infos[split] = {key: sizes[split][key] for key in ("num_examples", "num_bytes")}
+        provenance["splits"][split] = earlier["splits"][split]
     return infos, provenance
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _move_into_place(work: Path, output: Path) -> None:
+    """Put the finished export ``work`` at ``output`` (new, empty, or an earlier export, replaced)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    work.chmod(0o777 & ~umask)  # mkdtemp made it private
+    if output.exists() and any(output.iterdir()):
+        old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+        os.replace(output, old / output.name)
+        os.replace(work, output)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(work, output)
 
 
 def _size_category(questions: int) -> str:
@@ -350,28 +460,12 @@ License: Apache 2.0 (as declared by the benchmark's dataset card).
 """
 
 
-# --- Reading it back ------------------------------------------------------------------------------
-
-
-def read_provenance(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The export's record of its source files (None when absent or unreadable)."""
-    try:
-        return json.loads((Path(path) / PROVENANCE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 # --- Uploading ------------------------------------------------------------------------------------
 
 
 def _git_blob_sha1(path: Path) -> str:
     data = path.read_bytes()
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def upload_plan(
@@ -393,7 +487,7 @@ def upload_plan(
         if known is None:
             upload.append(name)
         elif known.get("sha256"):
-            if known["sha256"] != _sha256(path):
+            if known["sha256"] != fingerprints.file_sha256(path):
                 upload.append(name)
         elif known.get("blob_id") != _git_blob_sha1(path):
             upload.append(name)
@@ -416,7 +510,8 @@ def push_to_hub(
     """Upload an export to the dataset repository ``repo_id``: only files whose content changed.
 
     ``api`` (a ``huggingface_hub.HfApi``) is injectable so the exact operations can be checked
-    without the Hub. Returns ``{"uploaded": [...], "deleted": [...]}``.
+    without the Hub. Returns ``{"uploaded": [...], "deleted": [...]}``. An export whose shards
+    are no longer those its ``gmai_hf.json`` records is refused before anything is sent.
     """
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
@@ -425,6 +520,9 @@ def push_to_hub(
         raise FileNotFoundError(
             f"{folder} is not an export (no README.md and data/*.parquet): run gmai-hf export first"
         )
+    provenance = read_provenance(folder)
+    for split in (provenance or {}).get("splits") or {}:
+        fingerprints.check_export(folder, split, provenance)  # an edited export is not published
     api = api or HfApi(token=token)
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     remote = {}

@@ -66,3 +66,52 @@ def write_atomic(path: str | os.PathLike[str], content: str | bytes) -> Path:
         handle.flush()
         os.fsync(handle.fileno())
     return path
+
+
+class VerdictMemory:
+    """Verdicts about files (an md5, a sha256) remembered across runs in one JSON file under
+    ``$HF_HOME/gmai_hf/``, each keyed by the file's resolved path and stamped with its size and
+    mtime: hashing a many-GB file again is needed only when it changed."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @property
+    def path(self) -> Path:
+        from huggingface_hub import constants
+
+        return Path(constants.HF_HOME) / "gmai_hf" / self.name
+
+    @staticmethod
+    def _key(path: Path) -> tuple[str, str]:
+        stat = path.stat()
+        return str(path.resolve()), f"{stat.st_size}:{stat.st_mtime_ns}"
+
+    def _load(self) -> dict[str, dict[str, object]]:
+        import json
+
+        try:
+            memory = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return memory if isinstance(memory, dict) else {}
+
+    def recall(self, path: str | os.PathLike[str]) -> dict[str, object] | None:
+        """What was recorded about ``path`` as it is now (None: never, or it changed since)."""
+        key, stamp = self._key(Path(path))
+        entry = self._load().get(key)
+        return entry if isinstance(entry, dict) and entry.get("stamp") == stamp else None
+
+    def remember(self, path: str | os.PathLike[str], **verdict: object) -> None:
+        """Record ``verdict`` about ``path`` as it is now; a read-only home only costs a recheck."""
+        import json
+        import logging
+
+        key, stamp = self._key(Path(path))
+        memory = self._load()
+        memory[key] = {"stamp": stamp, **verdict}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.path, json.dumps(memory, indent=1))
+        except OSError as error:
+            logging.getLogger(__name__).warning("could not remember the check of %s: %s", path, error)

@@ -4,11 +4,12 @@ A number is comparable with the leaderboard only when it was measured on the off
 all of them. Every run and every scored file records a ``data`` object in ``results.json``:
 
 - ``source``: ``"official"`` (downloaded from the Hub, md5-checked), ``"sample"`` (the bundled
-  synthetic sample), ``"local"`` (TSVs in a ``--data-dir``) or ``"export"`` (a Parquet export made
-  by ``gmai-hf export``, in a folder or on the Hub);
+  synthetic sample, or an export of it), ``"local"`` (TSVs in a ``--data-dir``) or ``"export"``
+  (a Parquet export made by ``gmai-hf export``, in a folder or on the Hub);
 - ``official``: true only when every file of the split is there and its md5 was found to be the
   official one (on download, by ``gmai-hf prepare --verify``, or remembered from an earlier check
-  of the same unchanged file; for an export, as its ``gmai_hf.json`` recorded when it was made);
+  of the same unchanged file; for an export, as its ``gmai_hf.json`` recorded when it was made,
+  and only while its shards are still byte for byte those it records);
   the official byte sizes are not published, so no cheaper check can vouch for a file;
 - ``questions``: the split's size before any selection; ``files``: name and bytes of each source
   TSV file;
@@ -25,16 +26,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gmai_hf import SAMPLE_DIR, download, schema
+from gmai_hf import SAMPLE_DIR, download, fingerprints, schema
+
+SYNTHETIC = "the bundled synthetic sample (made-up questions), not the benchmark"
 
 
 def split_files(split: str, data_dir: str | os.PathLike[str] | None) -> list[Path]:
     """The TSV files ``split`` is read from: those in ``data_dir``, or the Hub downloads in the cache."""
     if data_dir is None:
         return download.cached_split_files(split)
-    from gmai_hf.builder import local_split_files
-
-    return local_split_files(data_dir, split)
+    return fingerprints.local_split_files(data_dir, split)
 
 
 def source_of(data_dir: str | os.PathLike[str] | None) -> str:
@@ -45,7 +46,9 @@ def source_of(data_dir: str | os.PathLike[str] | None) -> str:
 
 
 def _export_record(split: str, source: str, questions: int) -> dict[str, Any]:
-    """The ``data`` object of a split read from a Parquet export: what its provenance says."""
+    """The ``data`` object of a split read from a Parquet export: what its provenance says, vouched
+    for only while its shards are those it records. An export of the synthetic sample stays
+    ``source: "sample"`` (with ``export``: where it was read), so every report labels it."""
     provenance = read_provenance_of(source)
     made_from = ((provenance or {}).get("splits") or {}).get(split)
     if not isinstance(made_from, dict):
@@ -56,15 +59,27 @@ def _export_record(split: str, source: str, questions: int) -> dict[str, Any]:
             "split": split,
             "questions": questions,
             "files": [],
-            "problems": [f"{source} does not record which files it was made from (no gmai_hf.json)"],
+            "problems": [
+                f"{source} does not record which files it was made from (no {fingerprints.PROVENANCE})"
+            ],
         }
     problems = list(made_from.get("problems") or [])
     if made_from.get("questions") != questions:
         problems.append(
             f"{questions} questions, the files it was made from held {made_from.get('questions')}"
         )
+    if made_from.get("fingerprint") is None or fingerprints.recorded_shards(provenance, split) is None:
+        problems.append(f"{source} was made by an older gmai-hf: its shards cannot be verified; export again")
+    elif Path(source).is_dir():
+        try:
+            fingerprints.check_export(source, split, provenance)
+        except fingerprints.ExportMismatch as error:
+            problems.append(str(error))
+    synthetic = made_from.get("source") == "sample"
+    if synthetic and SYNTHETIC not in problems:
+        problems.insert(0, SYNTHETIC)
     return {
-        "source": "export",
+        "source": "sample" if synthetic else "export",
         "export": source,
         "official": bool(made_from.get("official")) and not problems,
         "split": split,
@@ -72,19 +87,19 @@ def _export_record(split: str, source: str, questions: int) -> dict[str, Any]:
         "files": made_from.get("files") or [],
         "problems": problems,
         "made_from": made_from.get("source"),
+        "fingerprint": made_from.get("fingerprint"),
     }
 
 
 def read_provenance_of(source: str) -> dict[str, Any] | None:
     """An export's ``gmai_hf.json``, from its folder or its Hub repository (None when absent)."""
-    from gmai_hf.export import PROVENANCE, read_provenance
-
     if Path(source).is_dir():
-        return read_provenance(source)
+        return fingerprints.read_provenance(source)
     try:
         from huggingface_hub import hf_hub_download
 
-        return read_provenance(Path(hf_hub_download(source, PROVENANCE, repo_type="dataset")).parent)
+        path = hf_hub_download(source, fingerprints.PROVENANCE, repo_type="dataset")
+        return fingerprints.read_provenance(Path(path).parent)
     except Exception:  # no such file, no connection: the export is then simply not vouched for
         return None
 
@@ -97,9 +112,7 @@ def describe(
 ) -> dict[str, Any]:
     """The ``data`` object of ``results.json`` for ``split`` read from ``data_dir`` (None: the Hub)
     or from the Parquet export ``dataset`` (a folder or a Hub repository)."""
-    from gmai_hf.export import export_source
-
-    exported = export_source(data_dir, dataset)
+    exported = fingerprints.export_source(data_dir, dataset)
     if exported is not None:
         return _export_record(split, exported, questions)
     paths = split_files(split, data_dir)
@@ -108,7 +121,7 @@ def describe(
     expected = len(download.official_names(split))
     problems = []
     if source == "sample":
-        problems.append("the bundled synthetic sample (made-up questions), not the benchmark")
+        problems.append(SYNTHETIC)
     else:
         if len(paths) < expected:
             problems.append(f"{len(paths)} of the {expected} official {split} files")

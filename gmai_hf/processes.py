@@ -68,13 +68,15 @@ def shard_name(kind: str, rank: int, processes: int, suffix: str = "") -> str:
 
 
 class OutputLock:
-    """An exclusive lock on an output folder, held by the main process of one launch."""
+    """An exclusive lock on an output folder, held by the main process of one launch (the lock
+    file ``name`` in ``folder``; ``target``: the folder it guards, when the lock lies beside it)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.path = Path(folder) / LOCK_FILE
+    def __init__(self, folder: Path, name: str = LOCK_FILE, target: Path | None = None) -> None:
+        self.path = Path(folder) / name
+        self.target = Path(target) if target is not None else Path(folder)
         self._handle: Any = None
 
-    def acquire(self) -> OutputLock:
+    def acquire(self, what: str = "run") -> OutputLock:
         """Take the lock or raise :class:`OutputLocked` naming the holder (pid, host, since when)."""
         try:
             import fcntl
@@ -91,7 +93,7 @@ class OutputLock:
                 holder = handle.read().strip()
                 handle.close()
                 raise OutputLocked(
-                    f"{self.path.parent} is in use by another run ({_holder(holder)}): wait for it to "
+                    f"{self.target} is in use by another {what} ({_holder(holder)}): wait for it to "
                     "finish, stop it, or use another --output-dir"
                 ) from None
             if self._is_current(handle):

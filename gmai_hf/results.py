@@ -52,6 +52,7 @@ def build_records(
     errors: Mapping[int, str] | None = None,
     matching: str = "vlmevalkit",
     judge: Judge | None = None,
+    fingerprints: Mapping[int, str] | None = None,
 ) -> list[dict[str, Any]]:
     """One record per question, in index order (the keys of a ``predictions.jsonl`` line).
 
@@ -60,6 +61,9 @@ def build_records(
     question could not be answered (its prediction is then empty and it scores as wrong).
     ``judge`` reads what exact matching cannot. ``hit`` and ``answer`` are null without answers
     (test); ``matched_by`` says how the choice was found (``exact``, ``judge``, ``judge_failed``).
+    ``fingerprints``: index -> the question's content fingerprint
+    (:func:`gmai_hf.fingerprints.question_fingerprint`), kept as ``fingerprint`` (null when not
+    given) so that ``gmai-hf compare`` can tell whether two runs asked the same questions.
     """
     check_mode(matching)
     errors = errors or {}
@@ -94,6 +98,7 @@ def build_records(
                 "hit": None if answer is None else choice == answer,
                 **{column: row.get(column) for column in schema.TREE_COLUMNS},
                 "error": errors.get(index),
+                "fingerprint": (fingerprints or {}).get(index),
             }
         )
     return records

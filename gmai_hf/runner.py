@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gmai_hf import files, identity, prompts, protocols, schema
+from gmai_hf import files, fingerprints, identity, prompts, protocols, schema
 from gmai_hf.backends import Failed, Prepared, Question, QuestionError, backend_for, load_backend
 from gmai_hf.backends.base import MODES
 from gmai_hf.processes import (
@@ -608,7 +608,10 @@ class Runner:
             )
             return 1
         judge = Judge.from_options(config.judge, matching_mode=config.matching)
-        records = results.build_records(rows, predictions, errors, matching=config.matching, judge=judge)
+        content = fingerprints.dataset_fingerprints(questions.ds)
+        records = results.build_records(
+            rows, predictions, errors, matching=config.matching, judge=judge, fingerprints=content
+        )
         new = plan["pending"]
         run_info = {
             **config.resume_key(),

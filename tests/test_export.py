@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from gmai_hf import SAMPLE_DIR, export, runner, schema
+from gmai_hf import SAMPLE_DIR, export, fingerprints, runner, schema
 from gmai_hf.builder import FEATURES, load_split
 from gmai_hf.commands import export as export_command
 from gmai_hf.runner import RunConfig
@@ -191,7 +191,7 @@ class FakeHub:
                 path = Path(operation.path_or_fileobj)
                 lfs = path.suffix == ".parquet"
                 self.files[operation.path_in_repo] = {
-                    "sha256": export._sha256(path) if lfs else None,
+                    "sha256": fingerprints.sha256_file(path) if lfs else None,
                     "blob_id": export._git_blob_sha1(path),
                 }
             else:
@@ -212,8 +212,8 @@ def test_push_uploads_only_what_changed(source: Path, tmp_path: Path) -> None:
     assert len(hub.commits) == 1, "nothing changed: no commit"
     export.export(out, data_dir=source, max_shard_size="10MB", splits=["validation"])  # one shard now
     sent = export.push_to_hub(out, "me/gmai-mmbench", api=hub)
-    # the card's sizes changed, the record of the source files did not; the test split is kept
-    assert sent["uploaded"] == ["README.md", "data/validation-00000-of-00001.parquet"]
+    # the card's sizes and the record of the shards changed; the test split is kept, byte for byte
+    assert sent["uploaded"] == ["README.md", "gmai_hf.json", "data/validation-00000-of-00001.parquet"]
     assert "data/test-*.parquet" in (out / "README.md").read_text()
     assert sent["deleted"] and all(name.startswith("data/validation-") for name in sent["deleted"])
     assert any(isinstance(op, CommitOperationDelete) for op in hub.commits[-1])

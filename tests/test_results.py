@@ -12,7 +12,17 @@ from gmai_hf import schema, scoring
 from gmai_hf.results import XLSX_MAX_CELL_CHARS, build_records, write_outputs
 from gmai_hf.testing.data import make_rows
 
-RECORD_KEYS = ["index", "prediction", "choice", "matched_by", "answer", "hit", *schema.TREE_COLUMNS, "error"]
+RECORD_KEYS = [
+    "index",
+    "prediction",
+    "choice",
+    "matched_by",
+    "answer",
+    "hit",
+    *schema.TREE_COLUMNS,
+    "error",
+    "fingerprint",
+]
 
 
 def _val_rows(n: int = 12) -> list[dict]:

@@ -24,7 +24,7 @@ def questions(data_dir: Path) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory, questions: list[dict[str, Any]]) -> Path:
+def run(tmp_path_factory: pytest.TempPathFactory, questions: list[dict[str, Any]], data_dir: Path) -> Path:
     """A run folder finished as the runner finishes one: raw answers -> build_records -> write_outputs."""
     rng = random.Random(3)
     raw = {}
@@ -33,7 +33,8 @@ def run(tmp_path_factory: pytest.TempPathFactory, questions: list[dict[str, Any]
         present = [letter for letter in schema.OPTION_LETTERS if row[letter] is not None]
         letter = row["answer"] if rng.random() < 0.5 else rng.choice(present)
         raw[row["index"]] = rng.choice(_STYLES).format(letter=letter, text=row[letter])
-    records = results.build_records(questions, raw)
+    content = score_command.question_fingerprints(data_dir, "validation")  # as the runner keeps them
+    records = results.build_records(questions, raw, fingerprints=content)
     run_dir = tmp_path_factory.mktemp("run")
     info = {"model": "Tiny-VLM", "split": "validation", "selection": None, "mode": "generate"}
     results.write_outputs(run_dir, records, info, "validation", questions)

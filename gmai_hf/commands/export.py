@@ -46,15 +46,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from gmai_hf.export import export, push_to_hub
+    from gmai_hf.processes import OutputLocked
 
     splits = list(schema.SPLITS) if args.split == "all" else [args.split]
-    paths = export(
-        args.output_dir,
-        data_dir=args.data_dir,
-        splits=splits,
-        max_shard_size=args.max_shard_size,
-        token=args.token,
-    )
+    try:
+        paths = export(
+            args.output_dir,
+            data_dir=args.data_dir,
+            splits=splits,
+            max_shard_size=args.max_shard_size,
+            token=args.token,
+        )
+    except OutputLocked as error:
+        logger.error("%s", error)
+        return 2
     print(f"{len(paths)} files written to {args.output_dir}")
     print(f"load it with: datasets.load_dataset({str(args.output_dir)!r}) (no gmai_hf import needed)")
     if args.push_to_hub:

@@ -75,7 +75,7 @@ def export_summary(source: str) -> dict[str, dict[str, Any]]:
 
 def main(args: argparse.Namespace) -> int:
     from gmai_hf import identity
-    from gmai_hf.export import export_source
+    from gmai_hf.fingerprints import export_source
 
     exported = export_source(args.data_dir, args.dataset)
     if exported is not None:

@@ -57,8 +57,9 @@ def verify(data_dir: str | None, splits: list[str]) -> int:
 
 
 def prepare_export(source: str, splits: list[str]) -> int:
-    """An export needs no TSV preparation: load its splits (datasets caches them) and say what
-    they are; ``--verify`` has nothing to hash, the export's record of its source files stands."""
+    """An export needs no TSV preparation: load its splits (datasets caches them; every load
+    checks the shards against ``gmai_hf.json``) and say what they are; ``--verify`` has no TSV to
+    hash, the export's record of its source files stands."""
     from gmai_hf import identity
     from gmai_hf.builder import load_export
 
@@ -77,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
     import datasets
 
     import gmai_hf  # noqa: F401  (registers the builder)
-    from gmai_hf.export import export_source
+    from gmai_hf.fingerprints import export_source
 
     if export_source(args.data_dir) is not None:
         return prepare_export(args.data_dir, list(schema.SPLITS) if args.split == "all" else [args.split])

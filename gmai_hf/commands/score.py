@@ -111,6 +111,14 @@ def load_questions(data_dir: Path | None, split: str, dataset: str | None = None
     return load_split(split, data_dir, dataset=dataset).remove_columns("image").to_list()
 
 
+def question_fingerprints(data_dir: Path | None, split: str, dataset: str | None = None) -> dict[int, str]:
+    """index -> content fingerprint of every question of the split (images read, not decoded)."""
+    from gmai_hf.builder import load_split
+    from gmai_hf.fingerprints import dataset_fingerprints
+
+    return dataset_fingerprints(load_split(split, data_dir, dataset=dataset))
+
+
 def score(
     path: Path,
     *,
@@ -161,7 +169,8 @@ def score(
             ", ".join(map(str, predictions.random_picks[:5])),
         )
     scorer = Judge.from_options(judge, matching_mode=matching)
-    records = results.build_records(answered, by_index, matching=matching, judge=scorer)
+    content = question_fingerprints(data_dir, split, dataset)
+    records = results.build_records(answered, by_index, matching=matching, judge=scorer, fingerprints=content)
     elapsed = time.perf_counter() - started
     run_info = {
         "model": external.model_name(path),

@@ -263,3 +263,51 @@ def remember_shards(folder: Path, shards: Iterable[Mapping[str, Any]]) -> None:
     """Remember the sha256s just computed for shards now in their final place (no second hash)."""
     for shard in shards:
         _SHA256.remember(folder / str(shard["name"]), sha256=shard["sha256"])
+
+
+# --- Models ------------------------------------------------------------------------------------------
+
+#: Weight files: fingerprinted by name, size and the sha256 of their first and last MiB (hashing
+#: tens of GB at every start would cost minutes); every other file of a model folder (config,
+#: tokenizer, processor, chat template) is hashed whole.
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".onnx")
+_MIB = 1024 * 1024
+
+
+def model_folder_fingerprint(folder: str | os.PathLike[str]) -> str:
+    """sha256 over a model folder's files: what makes "the same model" for resuming a run.
+
+    Weights replaced at the same path change it (their size, header or last tensor bytes); hidden
+    entries (``.cache``, ``.git``) are skipped.
+    """
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        name = path.relative_to(folder).as_posix()
+        if any(part.startswith(".") for part in name.split("/")):
+            continue
+        size = path.stat().st_size
+        digest.update(f"{name}\0{size}\0".encode())
+        with path.open("rb") as handle:
+            if path.suffix in WEIGHT_SUFFIXES and size > 2 * _MIB:
+                digest.update(handle.read(_MIB))
+                handle.seek(-_MIB, os.SEEK_END)
+                digest.update(handle.read(_MIB))
+            else:
+                while chunk := handle.read(_CHUNK):
+                    digest.update(chunk)
+    return digest.hexdigest()
+
+
+def hub_model_commit(model_id: str) -> str | None:
+    """The commit of a Hub model that loading it will use: the Hub's newest when it can be asked,
+    else the one in the local cache (offline); None when neither is known."""
+    from huggingface_hub import constants, model_info, try_to_load_from_cache
+
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            return model_info(model_id, timeout=5).sha
+        except Exception as error:  # no connection, a gated or private model: fall back to the cache
+            logger.debug("cannot ask the Hub for %s's commit: %s", model_id, error)
+    cached = try_to_load_from_cache(model_id, "config.json")
+    return Path(cached).parent.name if isinstance(cached, str) else None

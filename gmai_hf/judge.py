@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from gmai_hf import matching
-from gmai_hf.client import DEFAULTS, ChatClient
+from gmai_hf.client import ChatClient, ClientOptions, redact_url
 from gmai_hf.files import write_atomic
 
 logger = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def judge_settings(options: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None
     from gmai_hf.client import resolve_base_url
 
-    return {"model": options["model"], "base_url": resolve_base_url(options.get("base_url"))}
+    return {"model": options["model"], "base_url": redact_url(resolve_base_url(options.get("base_url")))}
 
 
 def _failed(reply: str) -> bool:
@@ -154,31 +154,18 @@ class Judge:
     def __init__(
         self,
         model: str,
+        options: ClientOptions | None = None,
         *,
-        base_url: str | None = None,
-        api_key_env: str = DEFAULTS["api_key_env"],
-        concurrency: int = DEFAULTS["concurrency"],
-        request_timeout: float = DEFAULTS["request_timeout"],
-        max_retries: int = DEFAULTS["max_retries"],
         cache_dir: str | os.PathLike[str] | None = None,
         matching_mode: str = matching.DEFAULT_MATCHING,
         max_tokens: int = MAX_TOKENS,
     ) -> None:
-        self.client = ChatClient(
-            model,
-            base_url=base_url,
-            api_key_env=api_key_env,
-            concurrency=concurrency,
-            request_timeout=request_timeout,
-            max_retries=max_retries,
-            seed=None,
-            what="judge",
-        )
+        self.client = ChatClient(model, options, seed=None, what="judge")
         self.max_tokens = max_tokens
         # VLMEvalKit reads its judge's reply with the can_infer of its time
         self.reply_mode = "vlmevalkit-2024" if matching_mode == "vlmevalkit-2024" else "vlmevalkit"
         # a verdict is the reply as read in reply_mode: one cache per endpoint, model and mode
-        endpoint = f"{self.client.base_url}\n{model}\n{self.reply_mode}"
+        endpoint = f"{self.client.endpoint}\n{model}\n{self.reply_mode}"
         identity = hashlib.sha256(endpoint.encode()).hexdigest()[:12]
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", model)[-60:]
         self.cache_path = Path(cache_dir or default_cache_dir()) / f"{name}-{identity}.jsonl"
@@ -189,17 +176,20 @@ class Judge:
 
     @classmethod
     def from_options(cls, judge: Judge | str | Mapping[str, Any] | None, **defaults: Any) -> Judge | None:
-        """A judge from what a user passes: a :class:`Judge`, a model name, or a dict of options."""
+        """A judge from what a user passes: a :class:`Judge`, a model name, or a dict of options
+        (``model``, :class:`ClientOptions` fields, and this class's keyword arguments)."""
         if judge is None or isinstance(judge, Judge):
             return judge
         if isinstance(judge, str):
             return cls(judge, **defaults)
         options = {**defaults, **judge}
-        return cls(options.pop("model"), **options)
+        model = options.pop("model")
+        client = {key: options.pop(key) for key in list(options) if key in ClientOptions.__dataclass_fields__}
+        return cls(model, ClientOptions.from_mapping(client), **options)
 
     def _entry_key(self, prompt: str) -> str:
         """A verdict's key: the exact prompt, the judge model, its endpoint and the reply matcher."""
-        identity = "\n".join((self.client.base_url, self.client.model, self.reply_mode, prompt))
+        identity = "\n".join((self.client.endpoint, self.client.model, self.reply_mode, prompt))
         return hashlib.sha256(identity.encode()).hexdigest()
 
     def _load_cache(self) -> dict[str, dict[str, Any]]:
@@ -351,8 +341,8 @@ class Judge:
         """What results.json records of the judge (never the key)."""
         return {
             "model": self.client.model,
-            "server_model": self.client.server_model,
-            "base_url": self.client.base_url,
+            "served_models": sorted(self.client.served_models),
+            "base_url": self.client.endpoint,
             "prompt_sha256": PROMPT_SHA256,
             "tries": TRIES,
             "calls": self.calls,

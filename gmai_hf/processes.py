@@ -112,6 +112,7 @@ class OutputLock:
         )
         handle.flush()
         self._handle = handle
+        _HELD.add(self)
         return self
 
     def _is_current(self, handle: Any) -> bool:
@@ -128,6 +129,32 @@ class OutputLock:
                 self.path.unlink()
             self._handle.close()  # closing the file drops the flock
             self._handle = None
+            _HELD.discard(self)
+
+
+#: The locks this process holds (a forked child closes its copies: :func:`become_worker`).
+_HELD: set[OutputLock] = set()
+
+
+def become_worker() -> None:
+    """In a forked helper process (a DataLoader worker): die with the parent, and hold no copy of
+    its output-folder lock, so a killed run's lock is free the moment its main process is gone."""
+    for lock in list(_HELD):
+        if lock._handle is not None:
+            lock._handle.close()  # this process's copy only: the parent's still holds the flock
+            lock._handle = None
+    _HELD.clear()
+    parent = os.getppid()
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the kernel kills us when the parent dies
+    except (OSError, AttributeError):  # not Linux: DataLoader's own watchdog ends us, later
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(ORPHAN_EXIT)
 
 
 def _holder(text: str) -> str:

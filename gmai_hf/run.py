@@ -188,8 +188,9 @@ def batch_size_arg(value: str) -> int | str:
 
 def add_openai_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``--backend openai`` flags (see ``gmai_hf.backends.openai``)."""
-    from gmai_hf.client import DEFAULTS
+    from gmai_hf.client import ClientOptions
 
+    defaults = ClientOptions()
     group = parser.add_argument_group("openai backend", "any OpenAI-compatible chat-completions endpoint")
     group.add_argument(
         "--base-url",
@@ -197,29 +198,38 @@ def add_openai_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--api-key-env",
-        default=DEFAULTS["api_key_env"],
+        default=defaults.api_key_env,
         metavar="VAR",
         help="environment variable holding the API key (default OPENAI_API_KEY; never logged or saved)",
     )
     group.add_argument(
         "--concurrency",
         type=int,
-        default=DEFAULTS["concurrency"],
-        help=f"requests in flight per process (default {DEFAULTS['concurrency']})",
+        default=defaults.concurrency,
+        help=f"requests in flight per process (default {defaults.concurrency})",
     )
     group.add_argument(
         "--request-timeout",
         type=float,
-        default=DEFAULTS["request_timeout"],
+        default=defaults.request_timeout,
         metavar="S",
-        help=f"seconds before a request is abandoned and retried (default {DEFAULTS['request_timeout']:g})",
+        help="seconds a whole request may take, reply body included, before it is abandoned and retried "
+        f"(default {defaults.request_timeout:g})",
     )
     group.add_argument(
         "--max-retries",
         type=int,
-        default=DEFAULTS["max_retries"],
-        help="retries of a request after 429, 5xx, a timeout or a dropped connection, with exponential "
-        f"backoff (default {DEFAULTS['max_retries']})",
+        default=defaults.max_retries,
+        help="retries of a request after 429, 5xx, a timeout, a dropped connection or a malformed reply, "
+        f"with exponential backoff (default {defaults.max_retries})",
+    )
+    group.add_argument(
+        "--max-reply-bytes",
+        type=int,
+        default=defaults.max_reply_bytes,
+        metavar="N",
+        help="a reply body larger than this is abandoned as it arrives and the question recorded as failed "
+        f"(default {defaults.max_reply_bytes})",
     )
     group.add_argument(
         "--max-image-side",
@@ -232,7 +242,7 @@ def add_openai_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     """``--judge`` and its endpoint (shared by ``gmai-hf run`` and ``gmai-hf score``)."""
-    from gmai_hf.client import DEFAULTS
+    from gmai_hf.client import ClientOptions
 
     group = parser.add_argument_group(
         "LLM judge", "VLMEvalKit's judge for answers exact matching cannot read (never a random letter)"
@@ -248,7 +258,7 @@ def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--judge-api-key-env",
-        default=DEFAULTS["api_key_env"],
+        default=ClientOptions.api_key_env,
         metavar="VAR",
         help="environment variable holding the judge's API key (default OPENAI_API_KEY)",
     )
@@ -278,6 +288,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             "concurrency": args.concurrency,
             "request_timeout": args.request_timeout,
             "max_retries": args.max_retries,
+            "max_reply_bytes": args.max_reply_bytes,
             "max_image_side": args.max_image_side,
         }
     return RunConfig(

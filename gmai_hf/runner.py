@@ -4,7 +4,9 @@ How work is never lost, done twice or mixed with another run's:
 
 * One launch at a time per output folder: the main process holds an exclusive lock on it for the
   whole run (:class:`gmai_hf.processes.OutputLock`), and answers are reused only by a run with the
-  same settings on the same data (:data:`RESUME_KEYS`, data identified by file names and sizes).
+  same settings on the same data and model (:meth:`RunConfig.resume_key`: every setting declared
+  as changing answers, the data's files, the model's identity); settings that only choose which
+  questions are asked keep the answers given and ask only the missing ones.
 * Each process appends every answer to its own file ``OUT/shards/answers-<rank>-of-<n>.jsonl`` as
   soon as it has it. The main process alone reads all answer files (whatever process count wrote
   them), repairs lines cut off by a kill, and writes ``plan.json``: the questions still to answer
@@ -27,8 +29,8 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -52,62 +54,83 @@ CONFIG_FILE = "config.json"
 PLAN_FILE = "plan.json"
 #: Test hook: ``N`` (or ``N@RANK``) kills the process(es) with SIGKILL after N answers written.
 KILL_AFTER_ENV = "GMAI_HF_TEST_KILL_AFTER_ANSWERS"
-#: Settings that must match for answers already on disk to be reused.
-RESUME_KEYS: tuple[str, ...] = (
-    "model",
-    "backend",
-    "split",
-    "selection",
-    "limit",
-    "mode",
-    "prompt",
-    "protocol",
-    "max_new_tokens",
-    "dtype",
-    "seed",
-    "data_files",
-)
+#: What each setting of a run is for, declared once beside it (``setting(ROLE, ...)``):
+#: ``answers``: it can change an answer, so answers on disk are reused only when it is the same
+#: (the resume key); ``questions``: it changes only which questions are asked (answers already
+#: given are kept, only the missing ones asked); ``run``: how the run goes (speed, placement,
+#: where outputs go, how answers are scored afterwards), never what a model answers.
+ANSWERS, QUESTIONS, RUN = "answers", "questions", "run"
+#: The roles of the backends' own options (``backend_options``), declared the same way.
+BACKEND_OPTION_ROLES: dict[str, str] = {
+    "base_url": ANSWERS,  # another server may serve another model (recorded without credentials)
+    "max_image_side": ANSWERS,  # the image the model sees
+    "api_key_env": RUN,
+    "concurrency": RUN,
+    "request_timeout": RUN,
+    "max_retries": RUN,
+    "max_reply_bytes": RUN,
+}
+
+
+def setting(role: str, default: Any = None, **kwargs: Any) -> Any:
+    """A :class:`RunConfig` field with its declared role (``default=MISSING``: a required one)."""
+    if "default_factory" not in kwargs and default is not MISSING:
+        kwargs["default"] = default
+    return field(metadata={"role": role}, **kwargs)
+
+
+def endpoint(base_url: str | None) -> str:
+    """The server a ``base_url`` option means (the default resolved), without its credentials."""
+    from gmai_hf.client import redact_url, resolve_base_url
+
+    return redact_url(resolve_base_url(base_url))
 
 
 @dataclass
 class RunConfig:
-    """Everything a run depends on (the command-line flags)."""
+    """Everything a run depends on (the command-line flags), each with its role (:data:`ANSWERS`...)."""
 
-    model: str
-    output_dir: Path
-    data_dir: str | None = None
+    model: str = setting(ANSWERS, MISSING)
+    output_dir: Path = setting(RUN, MISSING)
+    data_dir: str | None = setting(RUN)  # the data itself is identified by data_files
     #: A Parquet export to read instead of TSVs: a Hub dataset repository or a folder.
-    dataset: str | None = None
-    split: str = "validation"
-    selection: dict[str, list[str]] = field(default_factory=dict)
-    limit: int | None = None
+    dataset: str | None = setting(RUN)
+    split: str = setting(ANSWERS, "validation")
+    selection: dict[str, list[str]] = setting(QUESTIONS, default_factory=dict)
+    limit: int | None = setting(QUESTIONS)
     #: Questions per forward pass per process, or ``"auto"`` (see :func:`initial_batch_size`).
-    batch_size: int | str = 8
-    max_new_tokens: int = 2048
-    mode: str = "generate"
-    prompt: str = "vlmevalkit"
-    protocol: str = protocols.DEFAULT_PROTOCOL
-    backend: str = "transformers"
-    dtype: str = "auto"
-    seed: int = 0
-    trust_remote_code: bool = False
-    num_workers: int | None = None
+    batch_size: int | str = setting(RUN, 8)
+    max_new_tokens: int = setting(ANSWERS, 2048)
+    mode: str = setting(ANSWERS, "generate")
+    prompt: str = setting(ANSWERS, "vlmevalkit")
+    protocol: str = setting(ANSWERS, protocols.DEFAULT_PROTOCOL)
+    backend: str = setting(ANSWERS, "transformers")
+    dtype: str = setting(ANSWERS, "auto")
+    seed: int = setting(ANSWERS, 0)
+    trust_remote_code: bool = setting(RUN, False)
+    num_workers: int | None = setting(RUN)
     #: ``auto``: one copy of the model spread over this process's GPUs (``--gpus-per-process``).
-    device_map: str | None = None
-    gpus_per_process: int | None = None
-    matching: str = "vlmevalkit"
-    #: Backend options (e.g. the ``openai`` backend's base URL, concurrency, retries).
-    backend_options: dict[str, Any] = field(default_factory=dict)
+    device_map: str | None = setting(RUN)
+    gpus_per_process: int | None = setting(RUN)
+    matching: str = setting(RUN, "vlmevalkit")  # answers are matched again at every finish
+    #: Backend options (e.g. the ``openai`` backend's base URL, concurrency, retries); each one's
+    #: role is in :data:`BACKEND_OPTION_ROLES`.
+    backend_options: dict[str, Any] = setting(RUN, default_factory=dict)
     #: The LLM judge (``model``, ``base_url``, ``api_key_env``) for answers matching cannot read.
-    judge: dict[str, Any] | None = None
+    judge: dict[str, Any] | None = setting(RUN)
     #: Files the split is read from, as ``[[name, bytes], ...]`` (set when the data is loaded).
-    data_files: list[list[Any]] | None = None
+    data_files: list[list[Any]] | None = setting(ANSWERS)
+    #: What the model is, beyond its name (set when a run starts, :func:`model_identity`): a local
+    #: folder's file fingerprint, a Hub model's commit, the name a server lists it under.
+    model_identity: dict[str, Any] | None = setting(ANSWERS)
 
     def validate(self) -> None:
         """Refuse impossible settings; resolve the backend as the command line does (``--model
         random`` is the random baseline), so the resume key is the same however the run was started."""
         self.backend = backend_for(self.backend, self.model)
+        undeclared = sorted(set(self.backend_options) - set(BACKEND_OPTION_ROLES))
         checks = [
+            (not undeclared, f"unknown backend option(s) {undeclared}: declare them in BACKEND_OPTION_ROLES"),
             (
                 self.split in schema.SPLITS,
                 f"--split {self.split!r}: choose one of {', '.join(schema.SPLITS)}",
@@ -147,8 +170,19 @@ class RunConfig:
                 raise ValueError(message)
 
     def resume_key(self) -> dict[str, Any]:
+        """Every setting that can change an answer (role :data:`ANSWERS`), as JSON values; the
+        ``openai`` endpoint without credentials."""
         values = asdict(self)
-        return {key: values[key] for key in RESUME_KEYS}
+        key = {f.name: values[f.name] for f in fields(self) if f.metadata["role"] == ANSWERS}
+        for name, value in sorted(self.backend_options.items()):
+            if BACKEND_OPTION_ROLES[name] == ANSWERS:
+                key[name] = endpoint(value) if name == "base_url" else value
+        return json.loads(json.dumps(key))
+
+    def record(self) -> dict[str, Any]:
+        """What ``results.json["run"]`` says of the settings: the resume key and the selection."""
+        chosen = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["role"] == QUESTIONS}
+        return {**self.resume_key(), **chosen}
 
 
 # --- Answer files ------------------------------------------------------------------------------
@@ -162,6 +196,15 @@ def read_answers(shards_dir: Path) -> dict[int, dict[str, Any]]:
     valid JSON are skipped: a process killed mid-write leaves a cut last line.
     """
     answers: dict[int, dict[str, Any]] = {}
+    for index, answer in answer_lines(shards_dir):
+        kept = answers.get(index)
+        if kept is None or (kept.get("error") and not answer.get("error")):
+            answers[index] = answer
+    return answers
+
+
+def answer_lines(shards_dir: Path, quiet: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Every answer line on disk, failed attempts and superseded ones included, as (index, answer)."""
     for path in sorted(shards_dir.glob("answers-*.jsonl")):
         with path.open("rb") as handle:
             for number, line in enumerate(handle, 1):
@@ -169,15 +212,12 @@ def read_answers(shards_dir: Path) -> dict[int, dict[str, Any]]:
                     answer = json.loads(line)
                     index = int(answer["index"])
                 except (ValueError, KeyError, TypeError):
-                    if line.strip():
+                    if line.strip() and not quiet:
                         logger.warning(
                             "%s, line %d: incomplete answer ignored (will be redone)", path, number
                         )
                     continue
-                kept = answers.get(index)
-                if kept is None or (kept.get("error") and not answer.get("error")):
-                    answers[index] = answer
-    return answers
+                yield index, answer
 
 
 def repair_tail(path: Path) -> None:
@@ -204,8 +244,9 @@ def check_resume_config(shards_dir: Path, config: RunConfig) -> None:
             f"--output-dir (or delete {shards_dir})"
         )
     saved = json.loads(path.read_text(encoding="utf-8"))
-    wanted = json.loads(json.dumps(config.resume_key()))
-    diff = {k: (saved.get(k), wanted[k]) for k in RESUME_KEYS if saved.get(k) != wanted[k]}
+    wanted = config.resume_key()
+    names = sorted({*saved, *wanted})
+    diff = {k: (saved.get(k), wanted.get(k)) for k in names if saved.get(k) != wanted.get(k)}
     if diff:
         details = "; ".join(f"{k}: was {_short(old)}, now {_short(new)}" for k, (old, new) in diff.items())
         raise ValueError(
@@ -308,9 +349,12 @@ def _worker_init(_: int) -> None:
 
     import torch
 
+    from gmai_hf.processes import become_worker
+
     torch.set_num_threads(1)
     # Ctrl-C reaches the whole process group: the main process handles it, workers stay quiet
     signals.signal(signals.SIGINT, signals.SIG_IGN)
+    become_worker()
 
 
 class Progress:
@@ -494,6 +538,7 @@ class Runner:
     def _plan(self, questions: Questions, token: str) -> dict[str, Any]:
         """Main process: check the settings, read every answer file once, deal out what is pending."""
         config = self.config
+        config.model_identity = model_identity(config)
         check_resume_config(self.shards_dir, config)
         (self.shards_dir / CONFIG_FILE).write_text(
             json.dumps(config.resume_key(), indent=2), encoding="utf-8"
@@ -614,7 +659,7 @@ class Runner:
         )
         new = plan["pending"]
         run_info = {
-            **config.resume_key(),
+            **config.record(),
             "data_dir": config.data_dir,
             "dataset": config.dataset,
             "processes": self.processes,
@@ -630,7 +675,7 @@ class Runner:
             "answer_time_s": round(loop_time, 3),
             "questions_per_s": round(new / loop_time, 3) if new and loop_time > 0 else None,
             "engine": self.backend_info,
-            "usage": _usage(selected),
+            "usage": _usage(self.shards_dir, {int(row["index"]) for row in rows}),
             "versions": results.library_versions(),
         }
         previous = Path(config.output_dir) / results.RESULTS_FILE
@@ -696,12 +741,14 @@ def _plan_for(path: Path, token: str) -> dict[str, Any] | None:
     return plan if plan.get("token") == token else None
 
 
-def _usage(answers: Sequence[Mapping[str, Any]]) -> dict[str, int] | None:
-    """Request accounting summed over every answer of the run (API backends; None otherwise)."""
+def _usage(shards_dir: Path, indices: set[int]) -> dict[str, int] | None:
+    """Request accounting of the selected questions (API backends; None otherwise), summed over
+    every request ever sent for them: failed attempts of earlier launches included."""
     total: dict[str, int] = {}
-    for answer in answers:
-        for key, value in (answer.get("usage") or {}).items():
-            total[key] = total.get(key, 0) + int(value)
+    for index, answer in answer_lines(shards_dir, quiet=True):
+        if index in indices:
+            for key, value in (answer.get("usage") or {}).items():
+                total[key] = total.get(key, 0) + int(value)
     return total or None
 
 
@@ -729,6 +776,28 @@ def make_state() -> Any:
     return PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=startup_timeout_s()))
 
 
+def model_identity(config: RunConfig) -> dict[str, Any] | None:
+    """What the model is, beyond its name: a local folder's fingerprint (weights replaced at the
+    same path change it), a Hub model's commit, or the name a server lists the model under."""
+    if config.backend == "transformers":
+        if Path(config.model).is_dir():
+            return {"folder_sha256": fingerprints.model_folder_fingerprint(config.model)}
+        return {"hub_commit": fingerprints.hub_model_commit(config.model)}
+    if config.backend == "openai":
+        chat = chat_client(config)
+        chat.check()
+        return {"listed_as": chat.listed_model}  # the endpoint is keyed as base_url
+    return None
+
+
+def chat_client(config: RunConfig) -> Any:
+    """The ``openai`` backend's client for ``config`` (for the checks made before a run starts)."""
+    from gmai_hf.client import ChatClient, ClientOptions
+
+    options = {k: v for k, v in config.backend_options.items() if k != "max_image_side"}
+    return ChatClient(config.model, ClientOptions.from_mapping(options))
+
+
 def remove_unanswered(output_dir: Path) -> None:
     """Remove a run folder that holds no answer (what a failed start made: shards, markers, plan)."""
     shards = output_dir / SHARDS_DIR
@@ -752,6 +821,8 @@ def preflight(config: RunConfig) -> None:
         from gmai_hf.backends.hf import locate_model
 
         locate_model(config.model)
+    if config.backend == "openai":
+        chat_client(config).check()  # reachable, the key accepted, the model served
 
 
 def run(config: RunConfig) -> int:

@@ -19,6 +19,7 @@ import pytest
 from test_matching import build_choices, reference_can_infer
 
 from gmai_hf import SAMPLE_DIR, client, judge, results, runner, scoring
+from gmai_hf.client import ClientOptions
 from gmai_hf.judge import Judge
 from gmai_hf.runner import RunConfig
 from gmai_hf.testing.data import make_rows
@@ -173,7 +174,7 @@ def test_the_prompts_are_vlmevalkits_byte_for_byte() -> None:
 
 def test_final_letters_equal_vlmevalkits_except_its_random_draws(scripted_judge: FaultProxy) -> None:
     items = _items()
-    ours, how = _ours(Judge("scripted", base_url=scripted_judge.base_url), items)
+    ours, how = _ours(Judge("scripted", ClientOptions(base_url=scripted_judge.base_url)), items)
     raw = openai.OpenAI(base_url=scripted_judge.base_url, api_key="x", max_retries=0)
 
     def generate(prompt: str) -> str:
@@ -197,7 +198,7 @@ def test_final_letters_equal_vlmevalkits_except_its_random_draws(scripted_judge:
 
 def test_the_same_with_a_real_model_server_as_judge(served: Server) -> None:
     items = _items(24, seed=5)
-    ours, how = _ours(Judge(served.model, base_url=served.base_url, max_tokens=8), items)
+    ours, how = _ours(Judge(served.model, ClientOptions(base_url=served.base_url), max_tokens=8), items)
     raw = openai.OpenAI(base_url=served.base_url, api_key="x", max_retries=0)
 
     def generate(prompt: str) -> str:
@@ -220,13 +221,13 @@ def test_the_same_with_a_real_model_server_as_judge(served: Server) -> None:
 
 def test_verdicts_are_cached_and_a_rerun_makes_no_call(scripted_judge: FaultProxy) -> None:
     items = _items()
-    first = Judge("scripted", base_url=scripted_judge.base_url)
+    first = Judge("scripted", ClientOptions(base_url=scripted_judge.base_url))
     letters, _ = _ours(first, items)
     stats = first.describe()
     assert stats["calls"] > 0 and stats["cached"] == 0 and stats["decided"] + stats["failed"] > 0
     assert stats["prompt_sha256"] == VLMEVALKIT_PROMPT_SHA256
     requests = len(scripted_judge.log)
-    again = Judge("scripted", base_url=scripted_judge.base_url)
+    again = Judge("scripted", ClientOptions(base_url=scripted_judge.base_url))
     assert _ours(again, items)[0] == letters
     assert len(scripted_judge.log) == requests, "a rerun makes zero judge calls"
     assert again.describe()["calls"] == 0 and again.describe()["cached"] == stats["decided"] + stats["failed"]
@@ -236,18 +237,18 @@ def test_a_judge_that_cannot_be_reached_is_not_cached(tmp_path: Path) -> None:
     from gmai_hf.testing.server import free_port
 
     with FaultProxy(None, decide=lambda key, seen: "500", reply=scripted) as failing:
-        broken = Judge("scripted", base_url=failing.base_url, max_retries=1)
+        broken = Judge("scripted", ClientOptions(base_url=failing.base_url, max_retries=1))
         _letters, how = _ours(broken, _items(8))
     unread = [h for h in how if h != "exact"]
     assert unread and all(h == "judge_failed" for h in unread) and broken.describe()["decided"] == 0
     with FaultProxy(None, reply=scripted) as healthy:
-        fixed = Judge("scripted", base_url=healthy.base_url)
+        fixed = Judge("scripted", ClientOptions(base_url=healthy.base_url))
         fixed.cache_path = broken.cache_path  # the same judge, now reachable: the failures are asked again
         fixed._cache = fixed._load_cache()
         _, how = _ours(fixed, _items(8))
         assert fixed.describe()["calls"] > 0 and "judge" in how
     with pytest.raises(ValueError, match="cannot reach the judge server"):
-        _ours(Judge("m", base_url=f"http://127.0.0.1:{free_port()}/v1"), _items(8))
+        _ours(Judge("m", ClientOptions(base_url=f"http://127.0.0.1:{free_port()}/v1")), _items(8))
 
 
 def test_a_run_with_a_judge_records_it_and_reports_its_share(
@@ -313,7 +314,7 @@ def test_the_metric_takes_a_judge(scripted_judge: FaultProxy) -> None:
     judged = metric.compute(**kwargs, judge={"model": "scripted", "base_url": scripted_judge.base_url})
     assert without["judge"] is None and judged["judge"]["decided"] > 0
     assert judged["unmatched"] < without["unmatched"]
-    ours, _ = _ours(Judge("scripted", base_url=scripted_judge.base_url), items)
+    ours, _ = _ours(Judge("scripted", ClientOptions(base_url=scripted_judge.base_url)), items)
     assert judged["correct"] == sum(o == item["answer"] for o, item in zip(ours, items, strict=False))
 
 
@@ -322,7 +323,7 @@ def test_a_failed_question_is_never_sent_to_the_judge(scripted_judge: FaultProxy
     predictions = {0: "maybe the first one", 1: "I cannot tell"}
     errors = {2: "HTTP 500", 3: "image cannot be decoded"}
     records = results.build_records(
-        rows, predictions, errors, judge=Judge("scripted", base_url=scripted_judge.base_url)
+        rows, predictions, errors, judge=Judge("scripted", ClientOptions(base_url=scripted_judge.base_url))
     )
     assert set(scripted.calls) == set(predictions.values())  # only the answered ones were asked about
     assert [r["matched_by"] for r in records[:2]] == ["judge", "judge"]
@@ -332,7 +333,7 @@ def test_a_failed_question_is_never_sent_to_the_judge(scripted_judge: FaultProxy
 
 def test_the_judges_reply_is_read_when_option_texts_are_unknown() -> None:
     with FaultProxy(None, reply=lambda prompt: "B") as server:
-        judge_ = Judge("always-b", base_url=server.base_url)
+        judge_ = Judge("always-b", ClientOptions(base_url=server.base_url))
         unknown = {letter: None for letter in "ABCD"}
         chosen, how = scoring.choose(["the second one, I think"], [unknown], "vlmevalkit", judge_, ["q?"])
     assert (chosen, how) == (["B"], ["judge"])
@@ -341,10 +342,10 @@ def test_the_judges_reply_is_read_when_option_texts_are_unknown() -> None:
 def test_each_matching_mode_has_its_own_verdicts(tmp_path: Path) -> None:
     """A reply is read with the matcher of the mode: a verdict read one way is not reused the other."""
     base = "http://127.0.0.1:9/v1"
-    today = Judge("m", base_url=base, matching_mode="vlmevalkit")
-    then = Judge("m", base_url=base, matching_mode="vlmevalkit-2024")
+    today = Judge("m", ClientOptions(base_url=base), matching_mode="vlmevalkit")
+    then = Judge("m", ClientOptions(base_url=base), matching_mode="vlmevalkit-2024")
     assert today.cache_path != then.cache_path
-    assert Judge("m", base_url=base, matching_mode="strict").cache_path == today.cache_path
+    assert Judge("m", ClientOptions(base_url=base), matching_mode="strict").cache_path == today.cache_path
 
 
 # --- the cache is checked before it counts --------------------------------------------------------
@@ -360,7 +361,7 @@ def always_b() -> Iterator[FaultProxy]:
 
 
 def _cached_once(server: FaultProxy) -> Path:
-    first = Judge("always-b", base_url=server.base_url)
+    first = Judge("always-b", ClientOptions(base_url=server.base_url))
     assert [v.letter for v in first.decide([_ITEM])] == ["B"]
     return first.cache_path
 
@@ -377,24 +378,25 @@ def test_an_edited_cached_letter_is_asked_again(
     path = _cached_once(always_b)
     _edit_entries(path, letter=letter)  # E: no option of the question; A: the reply stored says B
     asked = len(always_b.log)
-    again = Judge("always-b", base_url=always_b.base_url)
+    again = Judge("always-b", ClientOptions(base_url=always_b.base_url))
     assert [(v.letter, v.cached) for v in again.decide([_ITEM])] == [("B", False)]
     assert len(always_b.log) == asked + 1 and again.describe()["cache_invalid"] == 1
     assert "1 verdict(s) in the judge cache" in caplog.text and str(path) in caplog.text
-    third = Judge("always-b", base_url=always_b.base_url)  # the new verdict was stored after the bad one
+    # the new verdict was stored after the bad one
+    third = Judge("always-b", ClientOptions(base_url=always_b.base_url))
     assert [(v.letter, v.cached) for v in third.decide([_ITEM])] == [("B", True)]
 
 
 def test_an_edited_reply_with_its_letter_is_checked_against_the_options(always_b: FaultProxy) -> None:
     path = _cached_once(always_b)
     _edit_entries(path, letter="E", replies=["E"])  # consistent, but E is no option of the question
-    again = Judge("always-b", base_url=always_b.base_url)
+    again = Judge("always-b", ClientOptions(base_url=always_b.base_url))
     assert [(v.letter, v.cached) for v in again.decide([_ITEM])] == [("B", False)]
 
 
 def test_a_verdict_of_another_judge_or_prompt_is_not_used(always_b: FaultProxy) -> None:
     path = _cached_once(always_b)
-    other = Judge("always-b", base_url=always_b.base_url, matching_mode="vlmevalkit-2024")
+    other = Judge("always-b", ClientOptions(base_url=always_b.base_url), matching_mode="vlmevalkit-2024")
     other.cache_path.parent.mkdir(parents=True, exist_ok=True)
     other.cache_path.write_bytes(path.read_bytes())  # copied into the file of another reply matcher
     other._cache = other._load_cache()
@@ -417,7 +419,7 @@ def test_a_malformed_entry_sets_the_file_aside_and_keeps_the_good_ones(
     path = _cached_once(always_b)
     path.write_bytes(bad + path.read_bytes())
     asked = len(always_b.log)
-    again = Judge("always-b", base_url=always_b.base_url)
+    again = Judge("always-b", ClientOptions(base_url=always_b.base_url))
     assert [(v.letter, v.cached) for v in again.decide([_ITEM])] == [("B", True)]
     assert len(always_b.log) == asked
     aside = list(path.parent.glob(f"{path.name}.corrupt-*"))
@@ -426,17 +428,17 @@ def test_a_malformed_entry_sets_the_file_aside_and_keeps_the_good_ones(
     assert len(warnings) == 1 and str(path) in warnings[0] and aside[0].name in warnings[0]
     assert "line 1" in warnings[0]
     caplog.clear()
-    Judge("always-b", base_url=always_b.base_url)  # the new file reads cleanly
+    Judge("always-b", ClientOptions(base_url=always_b.base_url))  # the new file reads cleanly
     assert not caplog.records
 
 
 def test_an_undecodable_file_is_set_aside_with_one_warning(
     always_b: FaultProxy, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = Judge("always-b", base_url=always_b.base_url).cache_path
+    path = Judge("always-b", ClientOptions(base_url=always_b.base_url)).cache_path
     path.parent.mkdir(parents=True)
     path.write_bytes(b"\xff\xfe\x00garbage\n" * 3)
-    again = Judge("always-b", base_url=always_b.base_url)
+    again = Judge("always-b", ClientOptions(base_url=always_b.base_url))
     assert [(v.letter, v.cached) for v in again.decide([_ITEM])] == [("B", False)]
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and str(path) in warnings[0] and ".corrupt-" in warnings[0]
@@ -449,8 +451,8 @@ def test_a_line_cut_by_a_kill_is_no_corruption(
     path = _cached_once(always_b)
     path.write_bytes(path.read_bytes() + b'{"key": "ab')  # a kill mid-write
     other = ("Which organ is shown?", _CHOICES, "maybe the middle one")
-    again = Judge("always-b", base_url=always_b.base_url)
+    again = Judge("always-b", ClientOptions(base_url=always_b.base_url))
     assert [v.cached for v in again.decide([_ITEM, other])] == [True, False]
     assert not list(path.parent.glob("*.corrupt-*")) and "WARNING" not in caplog.text
-    third = Judge("always-b", base_url=always_b.base_url)
+    third = Judge("always-b", ClientOptions(base_url=always_b.base_url))
     assert [v.cached for v in third.decide([_ITEM, other])] == [True, True] and not caplog.records

@@ -76,7 +76,7 @@ def test_every_sample_question_is_answered_and_accounted(
     run = results["run"]
     assert results["total"] == 24 and run["failed"] == 0
     assert run["backend"] == "openai" and run["engine"]["base_url"] == server.base_url
-    assert run["engine"]["server_model"] == server.model  # the name the server reports
+    assert run["engine"]["served_models"] == [server.model]  # the names the server answered as
     assert run["usage"]["requests"] == 24 and run["usage"]["retries"] == 0
     assert run["usage"]["prompt_tokens"] > 24 * 20 and 24 < run["usage"]["completion_tokens"] <= 24 * 8
     # random weights rarely stop before max_tokens: the server's finish_reason "length" says which did not

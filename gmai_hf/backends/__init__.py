@@ -53,8 +53,12 @@ def load_backend(
         return RandomBackend(seed=seed)
     if backend == "openai":
         from gmai_hf.backends.openai import OpenAIBackend
+        from gmai_hf.client import ClientOptions
 
-        return OpenAIBackend(model, seed=seed, **(options or {}))
+        client = dict(options or {})
+        max_image_side = client.pop("max_image_side", None)
+        options_ = ClientOptions.from_mapping(client)
+        return OpenAIBackend(model, options_, seed=seed, max_image_side=max_image_side)
     from gmai_hf.backends.hf import HFBackend
 
     return HFBackend(

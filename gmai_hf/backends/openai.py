@@ -19,7 +19,7 @@ from typing import Any
 
 from gmai_hf import schema
 from gmai_hf.backends.base import Answer, Backend, Batch, Failed, Prepared, Question, QuestionError
-from gmai_hf.client import DEFAULTS, ChatClient
+from gmai_hf.client import ChatClient, ClientOptions
 
 
 def mime_type(data: bytes) -> str:
@@ -76,26 +76,14 @@ class OpenAIBackend(Backend):
     def __init__(
         self,
         model: str,
+        options: ClientOptions | None = None,
         *,
         seed: int = 0,
-        base_url: str | None = None,
-        api_key_env: str = DEFAULTS["api_key_env"],
-        concurrency: int = DEFAULTS["concurrency"],
-        request_timeout: float = DEFAULTS["request_timeout"],
-        max_retries: int = DEFAULTS["max_retries"],
         max_image_side: int | None = None,
     ) -> None:
         if max_image_side is not None and max_image_side < 1:
             raise ValueError(f"--max-image-side must be a positive number of pixels, got {max_image_side}")
-        self.client = ChatClient(
-            model,
-            base_url=base_url,
-            api_key_env=api_key_env,
-            concurrency=concurrency,
-            request_timeout=request_timeout,
-            max_retries=max_retries,
-            seed=seed,
-        )
+        self.client = ChatClient(model, options, seed=seed)
         self.max_image_side = max_image_side
         self.client.check()
 
@@ -129,7 +117,7 @@ class OpenAIBackend(Backend):
                 reply.key,
                 None if reply.text is None else reply.text.strip(),  # as the transformers backend does
                 error=reply.error,
-                retry=reply.error is not None,
+                retry=reply.retry,
                 truncated=reply.finish_reason == "length",
                 usage=reply.usage,
             )

@@ -7,9 +7,15 @@ request's messages, i.e. of one question; ``seen``: how often that key came befo
 returns a fault or None (forward it):
 
 - ``"429"``: Too Many Requests with ``Retry-After: 1``;
-- ``"500"``: an Internal Server Error;
+- ``"500"``: an Internal Server Error; ``"400"``: a Bad Request;
 - ``"drop"``: the connection closed without an answer;
-- ``"slow"``: held for :attr:`FaultProxy.slow_s` (past the client's timeout), then forwarded.
+- ``"slow"``: held for :attr:`FaultProxy.slow_s` (past the client's timeout), then forwarded;
+- ``"drip"``: a 200 whose body arrives a few bytes at a time, :attr:`FaultProxy.slow_s` in all;
+- malformed 200s, as a misbehaving server sends them: ``"html"`` (an HTML page), ``"no-choices"``,
+  ``"no-message"``, ``"content-list"``, ``"content-number"``, ``"content-null"`` (no refusal);
+- ``"refusal"``: content null with a refusal; ``"huge"``: a 5 MB completion; ``"other-model"``: a
+  completion naming another model than asked; ``"echo-key"``: a 500 whose body, and
+  ``"key-in-answer"``: a completion whose text, repeat the request's API key.
 
 Every request is logged (``key``, ``fault``, upstream ``status``), so a test can check which
 questions were asked, how often, and that none was asked again after it was answered.
@@ -31,7 +37,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-FAULTS: tuple[str, ...] = ("429", "500", "drop", "slow")
+#: Faults answered with a 200 whose completion is bent (see :func:`_bent_completion`).
+BENT = ("html", "no-choices", "no-message", "content-list", "content-number", "content-null", "refusal")
+BENT += ("other-model", "key-in-answer")
+FAULTS: tuple[str, ...] = ("429", "500", "400", "drop", "slow", "drip", "huge", "echo-key", *BENT)
 
 Decide = Callable[[str, int], "str | None"]
 
@@ -67,6 +76,8 @@ class FaultProxy:
     slow_s: float = 3.0
     delay_s: float = 0.0
     reply: Callable[[str], str | None] | None = None
+    #: The model names a scripted server lists at ``/v1/models`` (none by default).
+    models: list[str] = field(default_factory=list)
     log: list[Logged] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -81,8 +92,9 @@ class FaultProxy:
                 pass
 
             def do_GET(self) -> None:
-                if proxy.upstream_port is None:  # a scripted server alone: it lists no model
-                    self._reply(200, b'{"object": "list", "data": []}')
+                if proxy.upstream_port is None:  # a scripted server alone: it lists proxy.models
+                    data = [{"id": name, "object": "model"} for name in proxy.models]
+                    self._reply(200, json.dumps({"object": "list", "data": data}).encode())
                 else:
                     self._forward(b"")
 
@@ -102,13 +114,27 @@ class FaultProxy:
                     self._reply(
                         429, b'{"error": {"message": "rate limited by the test proxy"}}', {"Retry-After": "1"}
                     )
+                elif fault == "400":
+                    self._reply(400, b'{"error": {"message": "the prompt is longer than the model takes"}}')
                 elif fault == "500":
                     self._reply(500, b'{"error": {"message": "the test proxy failed this request"}}')
                 elif fault == "drop":
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
+                elif fault == "echo-key":
+                    key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                    message = "x" * 290 + f" invalid key {key} for this request"
+                    self._reply(500, json.dumps({"error": {"message": message}}).encode())
+                elif fault == "drip":
+                    self._drip(_completion("A", _model(body)))
+                elif fault == "huge":
+                    self._huge(_model(body))
+                elif fault in BENT:
+                    key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                    self._reply(200, _bent_completion(fault, _model(body), key))
+                    entry.status = 200
                 elif proxy.reply is not None and (text := proxy.reply(_text(body))) is not None:
-                    self._reply(200, _completion(text))
+                    self._reply(200, _completion(text, _model(body)))
                     entry.status = 200
                 else:
                     time.sleep(proxy.slow_s if fault == "slow" else proxy.delay_s)
@@ -121,7 +147,40 @@ class FaultProxy:
                 for name, value in (headers or {}).items():
                     self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.wfile.write(body)
+                except OSError:  # the client gave up (a reply it would not read whole)
+                    self.close_connection = True
+
+            def _drip(self, body: bytes) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                step = max(1, len(body) // 20)
+                try:
+                    for start in range(0, len(body), step):
+                        self.wfile.write(body[start : start + step])
+                        self.wfile.flush()
+                        time.sleep(proxy.slow_s / 20)
+                except OSError:  # the client gave up, as it should
+                    self.close_connection = True
+
+            def _huge(self, model: str, size: int = 5_000_000) -> None:
+                """A completion of ``size`` letters, written in pieces (never whole in memory)."""
+                head, tail = _completion("@", model).split(b"@")
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(head) + size + len(tail)))
+                self.end_headers()
+                piece = b"A" * 65536
+                try:
+                    self.wfile.write(head)
+                    for start in range(0, size, len(piece)):
+                        self.wfile.write(piece[: size - start])
+                    self.wfile.write(tail)
+                except OSError:  # the client gave up, as it should
+                    self.close_connection = True
 
             def _forward(self, body: bytes) -> int | None:
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=300)
@@ -170,20 +229,53 @@ def _text(body: bytes) -> str:
     return "".join(part.get("text", "") for part in content if isinstance(part, dict))
 
 
-def _completion(text: str) -> bytes:
+def _model(body: bytes) -> str:
+    """The model a request asks for (a server answers under that name)."""
+    try:
+        return str(json.loads(body).get("model") or "scripted")
+    except (ValueError, AttributeError):
+        return "scripted"
+
+
+def _payload(text: object, model: str) -> dict:
+    return {
+        "id": "scripted",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11},
+    }
+
+
+def _completion(text: str, model: str = "scripted") -> bytes:
     """A chat completion holding ``text``, as an OpenAI-compatible server writes one."""
-    return json.dumps(
-        {
-            "id": "scripted",
-            "object": "chat.completion",
-            "created": 0,
-            "model": "scripted-judge",
-            "choices": [
-                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
-            ],
-            "usage": {"prompt_tokens": len(text), "completion_tokens": 1, "total_tokens": len(text) + 1},
-        }
-    ).encode()
+    return json.dumps(_payload(text, model)).encode()
+
+
+def _bent_completion(fault: str, model: str, key: str) -> bytes:
+    """The 200 a misbehaving server sends for ``fault`` (one of :data:`BENT`)."""
+    if fault == "html":
+        return b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+    payload = _payload("A", model)
+    message = payload["choices"][0]["message"]
+    if fault == "no-choices":
+        payload["choices"] = []
+    elif fault == "no-message":
+        del payload["choices"][0]["message"]
+    elif fault == "content-list":
+        message["content"] = [{"type": "text", "text": "A"}]
+    elif fault == "content-number":
+        message["content"] = 42
+    elif fault == "content-null":
+        message["content"] = None
+    elif fault == "refusal":
+        message.update(content=None, refusal="I cannot help with medical images.")
+    elif fault == "other-model":
+        payload["model"] = "another-model-v2"
+    elif fault == "key-in-answer":
+        message["content"] = f"The answer is A (your key is {key})"
+    return json.dumps(payload).encode()
 
 
 def _key(body: bytes) -> str:

@@ -370,7 +370,10 @@ def write_comparison(
     )
     paths.append(
         plots.difference_forest(
-            sections, output_dir / "comparison.png", title=f"{result['a']['label']} - {result['b']['label']}"
+            sections,
+            output_dir / "comparison.png",
+            title=f"{result['a']['label']} - {result['b']['label']}",
+            synthetic=any(result[run]["settings"]["data"]["source"] == "sample" for run in ("a", "b")),
         )
     )
     return paths

@@ -24,7 +24,13 @@ DPI = 120
 REFERENCE_MARKERS: tuple[str, ...] = ("D", "X", "^", "s")
 
 
-def _save(figure: Figure, path: Path) -> Path:
+#: The line every plot of synthetic data carries at its top (the label travels with the numbers).
+SYNTHETIC_NOTE = "SYNTHETIC SAMPLE: made-up questions and images; these numbers say nothing about a model"
+
+
+def _save(figure: Figure, path: Path, synthetic: bool = False) -> Path:
+    if synthetic:
+        figure.suptitle(SYNTHETIC_NOTE, color="#b2182b", fontsize=9, fontweight="bold")
     FigureCanvasAgg(figure)
     with atomic_output(path) as tmp:
         figure.savefig(tmp, dpi=DPI)  # constrained layout already fits labels and legends
@@ -38,6 +44,7 @@ def accuracy_bars(
     title: str,
     labels: Mapping[str, str] | None = None,
     references: Mapping[str, Mapping[str, float]] | None = None,
+    synthetic: bool = False,
 ) -> Path:
     """Horizontal bars of accuracy (%) per value, runs side by side, with 95% interval whiskers.
 
@@ -82,7 +89,7 @@ def accuracy_bars(
     axes.set_title(title)
     axes.grid(axis="x", alpha=0.3)
     figure.legend(loc="outside lower center", ncol=3, fontsize=8, frameon=False)
-    return _save(figure, path)
+    return _save(figure, path, synthetic)
 
 
 def heatmap(
@@ -90,6 +97,7 @@ def heatmap(
     path: Path,
     *,
     title: str,
+    synthetic: bool = False,
 ) -> Path:
     """Accuracy (%) per row x column (e.g. task x modality); each cell shows accuracy and question count.
 
@@ -120,7 +128,7 @@ def heatmap(
     axes.set_yticks(range(len(row_labels)), row_labels, fontsize=8)
     axes.set_title(f"{title}\n(cell: accuracy %, questions)", fontsize=10)
     figure.colorbar(image, ax=axes, label="accuracy (%)", fraction=0.03)
-    return _save(figure, path)
+    return _save(figure, path, synthetic)
 
 
 def position_bias(
@@ -128,6 +136,7 @@ def position_bias(
     path: Path,
     *,
     letters: Sequence[str],
+    synthetic: bool = False,
 ) -> Path:
     """Share of chosen letters against the share of answer letters, with the unmatched share.
 
@@ -160,7 +169,7 @@ def position_bias(
     axes.set_title("Chosen letters against answer letters (position bias)")
     axes.grid(axis="y", alpha=0.3)
     figure.legend(loc="outside lower center", ncol=2, fontsize=8, frameon=False)
-    return _save(figure, path)
+    return _save(figure, path, synthetic)
 
 
 def difference_forest(
@@ -168,6 +177,7 @@ def difference_forest(
     path: Path,
     *,
     title: str,
+    synthetic: bool = False,
 ) -> Path:
     """Per-node differences (points, % points) with their 95% intervals, significant ones highlighted.
 
@@ -200,4 +210,4 @@ def difference_forest(
     axes.set_xlabel("accuracy difference, % points (95% interval); red: significant after adjustment")
     axes.set_title(title, fontsize=10)
     axes.grid(axis="x", alpha=0.3)
-    return _save(figure, path)
+    return _save(figure, path, synthetic)

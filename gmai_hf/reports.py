@@ -352,10 +352,15 @@ def _judge_label(info: dict[str, Any]) -> str:
     return str(judge.get("model"))
 
 
+def is_sample(run: Run) -> bool:
+    """Whether the run scored the bundled synthetic sample (directly or through an export of it)."""
+    return (run.results.get("data") or {}).get("source") == "sample"
+
+
 def _header_section(runs: Sequence[Run]) -> list[str]:
     """The lines a reader must see first: synthetic data, comparability, how each run was scored."""
     lines = []
-    synthetic = [run.label for run in runs if (run.results.get("data") or {}).get("source") == "sample"]
+    synthetic = [run.label for run in runs if is_sample(run)]
     if synthetic:
         lines += [
             f"> **Synthetic sample** ({', '.join(synthetic)}): made-up questions and images for trying the "
@@ -730,6 +735,7 @@ def write_plots(runs: Sequence[Run], output_dir: Path) -> list[Path]:
 
     paths = []
     scored = [run for run in runs if run.has_answers]
+    synthetic = any(is_sample(run) for run in runs)
     if scored:
         for dimension in ("clinical_vqa_task", "department"):
             references = reference_rows(dimension)
@@ -745,6 +751,7 @@ def write_plots(runs: Sequence[Run], output_dir: Path) -> list[Path]:
                         }
                         for model, rows in references.items()
                     },
+                    synthetic=synthetic,
                 )
             )
         for run in scored:
@@ -760,6 +767,7 @@ def write_plots(runs: Sequence[Run], output_dir: Path) -> list[Path]:
                     },
                     output_dir / f"{name}.png",
                     title=f"Accuracy by clinical VQA task × modality: {run.label}",
+                    synthetic=is_sample(run),
                 )
             )
     paths.append(
@@ -767,6 +775,7 @@ def write_plots(runs: Sequence[Run], output_dir: Path) -> list[Path]:
             {run.label: letter_counts(run) for run in runs},
             output_dir / "position_bias.png",
             letters=schema.OPTION_LETTERS,
+            synthetic=synthetic,
         )
     )
     return paths

@@ -272,3 +272,28 @@ def test_library_warnings_print_once_and_http_requests_only_with_verbose() -> No
         ).stderr
         assert stderr.count("hub says") == 1 and stderr.count("datasets says") == 1, stderr
         assert ("HTTP Request" in stderr) == verbose
+
+
+def test_the_synthetic_label_is_on_every_plot_of_the_sample(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gmai_hf import SAMPLE_DIR, plots, runner
+
+    saved: dict[str, bool] = {}
+    save = plots._save
+
+    def spy(figure, path: Path, synthetic: bool = False) -> Path:
+        saved[path.name] = synthetic
+        return save(figure, path, synthetic)
+
+    monkeypatch.setattr(plots, "_save", spy)
+    config = runner.RunConfig(model="random", output_dir=tmp_path / "out", data_dir=str(SAMPLE_DIR))
+    assert runner.run(config) == 0
+    assert len(saved) >= 4 and all(saved.values()), saved
+    from gmai_hf.testing.data import write_benchmark
+
+    saved.clear()
+    other = write_benchmark(tmp_path / "local", n_val=30, test_parts=(), seed=3)
+    config = runner.RunConfig(model="random", output_dir=tmp_path / "local-out", data_dir=str(other))
+    assert runner.run(config) == 0
+    assert saved and not any(saved.values())  # other data: no such label

@@ -138,30 +138,30 @@ def test_a_question_that_keeps_failing_is_recorded_and_retried_by_the_rerun(
     tmp_path: Path, server: Server, caplog: pytest.LogCaptureFixture
 ) -> None:
     broken: set[str] = set()
+    healed = {"now": False}
 
     def decide(key: str, seen: int) -> str | None:
         if not broken and seen == 0:
-            broken.add(key)  # the first question asked fails every time
-        return "500" if key in broken else None
+            broken.add(key)  # the first question asked fails every time, until the server heals
+        return "500" if key in broken and not healed["now"] else None
 
-    with FaultProxy(server.port, decide) as proxy:
-        assert (
-            runner.run(_config(tmp_path, proxy.base_url, server.model, limit=8, options={"max_retries": 2}))
-            == 1
-        )
-    failed = [line for line in _lines(tmp_path) if line["error"]]
-    assert len(failed) == 1 and failed[0]["retry"] and failed[0]["prediction"] == ""
-    assert "HTTP 500" in failed[0]["error"] and "test proxy failed this request" in failed[0]["error"]
-    assert "after 3 tries" in failed[0]["error"]
-    (summary,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
-    assert summary.startswith("1 question(s) failed (e.g. ") and "rerun the same command" in summary
-    results = _results(tmp_path)
-    assert results["run"]["failed"] == 1 and results["total"] == 8
-    record = next(r for r in map(json.loads, (tmp_path / "predictions.jsonl").open()) if r["error"])
-    assert record["hit"] is False and record["choice"] is None
-    with FaultProxy(server.port) as healthy:
-        assert runner.run(_config(tmp_path, healthy.base_url, server.model, limit=8)) == 0
-    assert [entry.key for entry in healthy.log] == sorted(broken), "the rerun asks only the failed question"
+    with FaultProxy(server.port, decide) as proxy:  # one endpoint for both runs: they may resume
+        options = {"max_retries": 2}
+        assert runner.run(_config(tmp_path, proxy.base_url, server.model, limit=8, options=options)) == 1
+        failed = [line for line in _lines(tmp_path) if line["error"]]
+        assert len(failed) == 1 and failed[0]["retry"] and failed[0]["prediction"] == ""
+        assert "HTTP 500" in failed[0]["error"] and "test proxy failed this request" in failed[0]["error"]
+        assert "after 3 tries" in failed[0]["error"]
+        (summary,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert summary.startswith("1 question(s) failed (e.g. ") and "rerun the same command" in summary
+        results = _results(tmp_path)
+        assert results["run"]["failed"] == 1 and results["total"] == 8
+        record = next(r for r in map(json.loads, (tmp_path / "predictions.jsonl").open()) if r["error"])
+        assert record["hit"] is False and record["choice"] is None
+        healed["now"], asked_before = True, len(proxy.log)
+        assert runner.run(_config(tmp_path, proxy.base_url, server.model, limit=8)) == 0
+        rerun = [entry.key for entry in proxy.log[asked_before:]]
+    assert rerun == sorted(broken), "the rerun asks only the failed question"
     assert _results(tmp_path)["run"]["failed"] == 0
 
 

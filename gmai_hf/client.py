@@ -120,6 +120,8 @@ def redact_url(url: str) -> str:
     """``url`` without credentials: user info and query values become ``***`` (for records and logs)."""
     parts = urllib.parse.urlsplit(url)
     netloc = parts.hostname or ""
+    if ":" in netloc:  # an IPv6 address
+        netloc = f"[{netloc}]"
     if parts.port:
         netloc += f":{parts.port}"
     if parts.username or parts.password:

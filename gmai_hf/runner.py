@@ -60,7 +60,7 @@ KILL_AFTER_ENV = "GMAI_HF_TEST_KILL_AFTER_ANSWERS"
 #: given are kept, only the missing ones asked); ``run``: how the run goes (speed, placement,
 #: where outputs go, how answers are scored afterwards), never what a model answers.
 ANSWERS, QUESTIONS, RUN = "answers", "questions", "run"
-#: The roles of the backends' own options (``backend_options``), declared the same way.
+#: The roles of the ``openai`` backend's options (``backend_options``), declared the same way.
 BACKEND_OPTION_ROLES: dict[str, str] = {
     "base_url": ANSWERS,  # another server may serve another model (recorded without credentials)
     "max_image_side": ANSWERS,  # the image the model sees
@@ -174,9 +174,11 @@ class RunConfig:
         ``openai`` endpoint without credentials."""
         values = asdict(self)
         key = {f.name: values[f.name] for f in fields(self) if f.metadata["role"] == ANSWERS}
-        for name, value in sorted(self.backend_options.items()):
-            if BACKEND_OPTION_ROLES[name] == ANSWERS:
-                key[name] = endpoint(value) if name == "base_url" else value
+        if self.backend == "openai":  # the backend whose options BACKEND_OPTION_ROLES declares
+            for name, role in BACKEND_OPTION_ROLES.items():
+                if role == ANSWERS:  # absent counts too: dropping --max-image-side changes images
+                    value = self.backend_options.get(name)
+                    key[name] = endpoint(value) if name == "base_url" else value
         return json.loads(json.dumps(key))
 
     def record(self) -> dict[str, Any]:
@@ -245,8 +247,8 @@ def check_resume_config(shards_dir: Path, config: RunConfig) -> None:
         )
     saved = json.loads(path.read_text(encoding="utf-8"))
     wanted = config.resume_key()
-    names = sorted({*saved, *wanted})
-    diff = {k: (saved.get(k), wanted.get(k)) for k in names if saved.get(k) != wanted.get(k)}
+    # what the key holds now (a setting that no longer changes answers is not compared)
+    diff = {k: (saved.get(k), wanted[k]) for k in wanted if saved.get(k) != wanted[k]}
     if diff:
         details = "; ".join(f"{k}: was {_short(old)}, now {_short(new)}" for k, (old, new) in diff.items())
         raise ValueError(

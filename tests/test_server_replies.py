@@ -122,6 +122,7 @@ def test_a_key_in_an_answer_is_scrubbed() -> None:
 def test_credentials_in_the_base_url_are_scrubbed_and_not_recorded() -> None:
     url = "http://user:hunter2pass@127.0.0.1:9/v1?token=tok-abc123"
     assert redact_url(url) == "http://***@127.0.0.1:9/v1?token=***"
+    assert redact_url("http://u:p@[::1]:8000/v1") == "http://***@[::1]:8000/v1"
     secrets = Secrets("sk-xyz", url)
     assert secrets.scrub("hunter2pass and tok-abc123 and sk-xyz") == "*** and *** and ***"
     chat = ChatClient("m", ClientOptions(base_url=url, max_retries=0, request_timeout=2))

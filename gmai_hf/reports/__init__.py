@@ -100,8 +100,9 @@ __all__ = [
 ]
 
 
-def write_reports(run_dirs: Sequence[str | Path], output_dir: str | Path) -> list[Path]:
-    """Write report.md, CSVs, VLMEvalKit-layout CSVs, PNG plots and unmatched.jsonl for ``run_dirs``.
+def write_reports(run_dirs: Sequence[str | Path], output_dir: str | Path, images: bool = True) -> list[Path]:
+    """Write report.md, CSVs, VLMEvalKit-layout CSVs, PNG plots, unmatched.jsonl and explorer.html
+    (with thumbnails and images beside it unless ``images`` is false) for ``run_dirs``.
 
     Several runs are compared side by side. Returns the paths written.
     """
@@ -119,7 +120,10 @@ def write_reports(run_dirs: Sequence[str | Path], output_dir: str | Path) -> lis
             stem = _file_stem(run.model if stems[_file_stem(run.model)] == 1 else run.label)
             paths += write_vlmevalkit_csvs(run, output_dir, stem)
     paths.append(write_unmatched(runs, output_dir / "unmatched.jsonl"))
-    images = write_plots(runs, output_dir)
-    paths.append(write_markdown(runs, output_dir / "report.md", images))
+    plots = write_plots(runs, output_dir)
+    paths.append(write_markdown(runs, output_dir / "report.md", plots))
+    from gmai_hf.explorer import write_explorer  # the explorer reads the split back: only here
+
+    paths.append(write_explorer(runs, output_dir, images))
     logger.info("Report for %d run(s) written to %s", len(runs), output_dir / "report.md")
-    return [*paths, *images]
+    return [*paths, *plots]

@@ -130,7 +130,7 @@ def _judge_label(info: dict[str, Any]) -> str:
     return str(judge.get("model"))
 
 
-def _header_section(runs: Sequence[Run]) -> list[str]:
+def header_section(runs: Sequence[Run]) -> list[str]:
     """The lines a reader must see first: synthetic data, comparability, how each run was scored."""
     lines = []
     synthetic = [run.label for run in runs if (run.results.get("data") or {}).get("source") == "sample"]
@@ -405,7 +405,7 @@ def _choices_section(runs: Sequence[Run]) -> list[str]:
 def write_markdown(runs: Sequence[Run], path: Path, images: Sequence[Path] = ()) -> Path:
     """``report.md``: overall, per dimension, weakest nodes, chosen letters, plots."""
     lines = ["# GMAI-MMBench report", ""]
-    lines += _header_section(runs)
+    lines += header_section(runs)
     lines += _summary_section(runs)
     for dimension in REPORT_DIMENSIONS:
         lines += _dimension_section(runs, dimension)

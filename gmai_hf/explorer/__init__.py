@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from gmai_hf import schema
+from gmai_hf import matching, protocols, schema
 from gmai_hf.files import write_atomic
 from gmai_hf.reports.markdown import header_section
 from gmai_hf.reports.records import Run
@@ -49,6 +49,14 @@ def _questions(run: Run) -> tuple[Any | None, str | None]:
     except Exception as error:  # any failure to find the data: the page is still written, without them
         logger.warning("explorer: the %s split's questions could not be read (%s)", run.split, error)
         return None, f"the questions and images of the {run.split} split could not be read: {error}"
+
+
+def _chance(row: dict[str, Any], answer: str | None, run: Run) -> float:
+    """A uniform guess's expected accuracy among the options ``run``'s protocol showed, as
+    ``scoring.compute`` defines it (0 where the answer is not among them)."""
+    shown = protocols.present_row(row, str(run.info.get("protocol") or "vlmevalkit"))
+    choices = matching.present_options([shown.get(letter) for letter in schema.OPTION_LETTERS])
+    return 1 / len(choices) if choices and (answer is None or answer in choices) else 0.0
 
 
 def _save(image: Any, path: Path, longest: int) -> int:
@@ -94,7 +102,7 @@ def build_document(
             "question": row.get("question"),
             "options": options,
             "answer": first.get("answer"),
-            "chance": 1 / len(options) if options else None,
+            "chance": _chance(row, first.get("answer"), runs[0]) if row else None,
             **{key: first.get(key) for key in QUESTION_KEYS},
             "thumb": None,
             "full": None,

@@ -28,6 +28,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("explorer")
     gmai_hf("run", "--model", "random", "--sample", "--output-dir", root / "A")
     gmai_hf("run", "--model", "random", "--sample", "--seed", "1", "--output-dir", root / "B")
+    gmai_hf("compare", root / "A", root / "B", "--output-dir", root / "D")
     gmai_hf("report", root / "A", root / "B", "--output-dir", root / "D")
     return root
 
@@ -74,6 +75,7 @@ def summary(page: Page) -> str:
 
 def test_tree_clicks_and_keywords_match_results(report: Path, browser) -> None:
     a, b = (json.loads((report / run / "results.json").read_text()) for run in "AB")
+    comparison = json.loads((report / "D" / "comparison.json").read_text())
     page = open_page(browser, report / "D" / "explorer.html")
     # default view: clinical VQA task, every task with n, accuracy per run, CI and chance as results.json
     for task, node in a["tree"]["clinical_vqa_task"].items():
@@ -84,6 +86,9 @@ def test_tree_clicks_and_keywords_match_results(report: Path, browser) -> None:
         low, high = a["by"]["clinical_vqa_task"][task]["ci95"]  # the same questions as the node
         assert cells[3] == f"{100 * low:.1f}%–{100 * high:.1f}%"
         assert cells[6] == f"{100 * node['chance']:.1f}%"
+        paired = comparison["tree"]["clinical_vqa_task"][task]
+        assert float(cells[8].rstrip(" *")) == pytest.approx(paired["p_adjusted"], rel=0.05)
+        assert cells[8].endswith("*") == paired["significant"]
     # a department, then one of its modalities
     page.select_option("#view", "department")
     department, node = max(a["tree"]["department"].items(), key=lambda item: item[1]["total"])

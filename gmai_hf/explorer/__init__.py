@@ -36,6 +36,8 @@ THUMBNAIL_PX = 256
 #: past it a click shows the thumbnail, and the page says how many.
 FULL_PX = 1024
 IMAGE_BUDGET_BYTES = 50 * 1024 * 1024
+#: Full-size images stop where they and the estimated thumbnails would pass this share of the budget.
+FULL_SHARE = 0.8
 QUESTION_KEYS = ("clinical_vqa_task", "department", "perceptual_granularity", "modality", "category")
 
 
@@ -73,6 +75,34 @@ def _save(image: Any, path: Path, longest: int) -> int:
     return len(buffer.getvalue())
 
 
+class _ImageBudget:
+    """Writes each question's thumbnail, and its full-size image while the thumbnails still to come
+    (estimated from those written so far) will fit: all images together stay under
+    ``IMAGE_BUDGET_BYTES``; past it a question keeps only its thumbnail, or, last, no image."""
+
+    def __init__(self, questions: int) -> None:
+        self.remaining, self.written = questions, 0
+        self.thumbnail_bytes = self.thumbnail_count = self.thumbnails_only = self.left_out = 0
+
+    def add(self, question: dict[str, Any], image: Any, folder: Path) -> None:
+        self.remaining -= 1
+        if self.written >= IMAGE_BUDGET_BYTES:
+            self.left_out += 1
+            return
+        thumb = folder / f"{question['index']}_thumb.jpg"
+        size = _save(image, thumb, THUMBNAIL_PX)
+        self.written += size
+        self.thumbnail_bytes, self.thumbnail_count = self.thumbnail_bytes + size, self.thumbnail_count + 1
+        question["thumb"] = question["full"] = f"{ASSET_DIR}/{_written_name(thumb)}"
+        thumbnails_to_come = self.thumbnail_bytes / self.thumbnail_count * self.remaining
+        if self.written + thumbnails_to_come < IMAGE_BUDGET_BYTES * FULL_SHARE:
+            full = folder / f"{question['index']}.jpg"
+            self.written += _save(image, full, FULL_PX)
+            question["full"] = f"{ASSET_DIR}/{_written_name(full)}"
+        else:
+            self.thumbnails_only += 1
+
+
 def build_document(
     runs: Sequence[Run], output_dir: Path, images: bool = True, comparison: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -89,9 +119,10 @@ def build_document(
             rows[int(row["index"])] = row
     notes = [problem] if problem else []
     image_dir = output_dir / ASSET_DIR
-    if images and ds is not None and "image" in ds.column_names:
+    with_images = images and ds is not None and "image" in ds.column_names
+    if with_images:
         image_dir.mkdir(parents=True, exist_ok=True)
-    written, thumbnails_only = 0, 0
+    budget = _ImageBudget(len(indices))
     questions = []
     for i in indices:
         row = rows.get(i, {})
@@ -113,24 +144,17 @@ def build_document(
                 for records in by_run
             ],
         }
-        if images and i in rows and ds is not None and "image" in ds.column_names:
+        if with_images and i in rows:
             image = ds[position[i]]["image"]
             if image is not None:
-                thumb = image_dir / f"{i}_thumb.jpg"
-                written += _save(image, thumb, THUMBNAIL_PX)
-                question["thumb"] = f"{ASSET_DIR}/{_written_name(thumb)}"
-                if written < IMAGE_BUDGET_BYTES:
-                    full = image_dir / f"{i}.jpg"
-                    written += _save(image, full, FULL_PX)
-                    question["full"] = f"{ASSET_DIR}/{_written_name(full)}"
-                else:
-                    thumbnails_only += 1
-                    question["full"] = question["thumb"]
+                budget.add(question, image, image_dir)
         questions.append(question)
     if not images:
         notes.append("written with --no-images: no thumbnails")
-    if thumbnails_only:
-        notes.append(f"{thumbnails_only} images shown at thumbnail size only (the page's size budget)")
+    if budget.thumbnails_only:
+        notes.append(f"{budget.thumbnails_only} images shown at thumbnail size only (the page's size budget)")
+    if budget.left_out:
+        notes.append(f"{budget.left_out} questions shown without their image (the page's size budget)")
     notes.append(f"full-size images are downscaled to at most {FULL_PX} px")
     return {
         "version": DOCUMENT_VERSION,

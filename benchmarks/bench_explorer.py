@@ -2,7 +2,7 @@
 random model. Prints, for each page, the time from navigation to interactive (``window.explorerReady``)
 in headless Chromium (Debian's, driven by Playwright) and the size of the page and its images.
 
-    .venv/bin/python benchmarks/bench_explorer.py [--image-size 384]
+    .venv/bin/python benchmarks/bench_explorer.py [--image-size 64]
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def interactive_s(browser, page_path: Path, repeats: int = 3) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image-size", type=int, default=384, help="side of the synthetic images (px)")
+    parser.add_argument("--image-size", type=int, default=64, help="side of the synthetic images (px)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

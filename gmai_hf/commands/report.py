@@ -28,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="where to write the report (default: the run folder for one run, ./report for several)",
     )
+    parser.add_argument(
+        "--no-images",
+        action="store_true",
+        help="write explorer.html without the question images (no thumbnails, nothing in explorer/)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -35,7 +40,7 @@ def main(args: argparse.Namespace) -> int:
 
     output_dir = args.output_dir or (args.run_dirs[0] if len(args.run_dirs) == 1 else Path("report"))
     try:
-        paths = write_reports(args.run_dirs, output_dir)
+        paths = write_reports(args.run_dirs, output_dir, images=not args.no_images)
     except (FileNotFoundError, ValueError) as error:
         logger.error("%s", error)
         return 2

@@ -40,6 +40,8 @@ class Rule:
     system: str | None = None
     #: Generation settings the wrapper fixes for this dataset (our name -> value).
     generation: dict[str, Any] = field(default_factory=dict)
+    #: Whether the text is stripped of surrounding whitespace (wrappers that format the chat themselves).
+    strip: bool = False
     #: Settings we cannot reproduce; a run under this rule is not comparable while they stand.
     unreproduced: tuple[str, ...] = ()
 
@@ -63,6 +65,9 @@ WRAPPERS: dict[str, Rule] = {
     "LLaVA_Next": _LLAVA,
     "InternVLChat": _LLAVA,
     "LLaVA_OneVision_HF": Rule("dataset"),
+    # no custom prompt for GMAI, but ``generate_inner`` writes ``User:<image>{text.strip()}...``
+    "IDEFICS2": Rule("dataset", strip=True),
+    "SmolVLM": Rule("dataset", strip=True),
     "MiniCPM_V_2_6": Rule(
         "minicpm",
         "\n" + _LLAVA_EN,
@@ -83,6 +88,8 @@ MODEL_TYPES: dict[str, str] = {
     "llava_next": "LLaVA_Next",
     "llava_onevision": "LLaVA_OneVision_HF",
     "minicpmv": "MiniCPM_V_2_6",
+    "idefics2": "IDEFICS2",
+    "idefics3": "SmolVLM",
 }
 
 
@@ -140,7 +147,8 @@ def build(row: Mapping[str, Any], prompt: str) -> tuple[str | None, str]:
     rule = rule_for(prompt)
     question, options = str(row["question"]), _options(row)
     if rule.layout == "dataset":
-        return None, _dataset_text(question, options)
+        text = _dataset_text(question, options)
+        return None, text.strip() if rule.strip else text
     if rule.layout == "llava":
         text = question + "".join(f"\n{k}. {v}" for k, v in options.items())
         en, cn = (rule.instruction, rule.instruction_cn) if options else (rule.no_options, rule.no_options_cn)

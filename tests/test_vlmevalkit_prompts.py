@@ -76,6 +76,18 @@ EXPECTED = {
         ),
         (None, "Question: Which organ is shown?\n"),
     ),
+    **dict.fromkeys(
+        ("IDEFICS2", "SmolVLM"),
+        (
+            (None, DATASET_EN.strip()),
+            (
+                None,
+                "Question: 图中是什么器官？\nOptions:\nA. 肝\nB. 肾\n"
+                "Please select the correct answer from the options above.",
+            ),
+            (None, "Question: Which organ is shown?"),
+        ),
+    ),
     "MiniCPM_V_2_6": (
         (
             None,

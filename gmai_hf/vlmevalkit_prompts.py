@@ -29,7 +29,8 @@ class Rule:
 
     ``layout`` is ``dataset`` (VLMEvalKit's generic ``Question:``/``Options:`` text), ``qwen``
     (the same lines, one instruction, stripped), ``llava`` (question, then ``A. ..`` lines, then an
-    instruction) or ``minicpm`` (``Question:``/``Options:`` then a suffix after a blank line).
+    instruction), ``prefixed`` (the instruction, a space, the question, then ``A: ..`` lines) or
+    ``minicpm`` (``Question:``/``Options:`` then a suffix after a blank line).
     """
 
     layout: str
@@ -67,6 +68,9 @@ WRAPPERS: dict[str, Rule] = {
     "LLaVA_OneVision_HF": Rule("dataset"),
     # no custom prompt for GMAI, but ``generate_inner`` writes ``User:<image>{text.strip()}...``
     "IDEFICS2": Rule("dataset", strip=True),
+    # the dataset's prompt; ``generate_inner`` caps MCQ answers at 128 new tokens
+    "llama_vision": Rule("dataset", generation={"max_new_tokens": 128}),
+    "molmo": Rule("prefixed", "a_okvqa_mc:"),
     "SmolVLM": Rule("dataset", strip=True),
     "MiniCPM_V_2_6": Rule(
         "minicpm",
@@ -90,6 +94,8 @@ MODEL_TYPES: dict[str, str] = {
     "minicpmv": "MiniCPM_V_2_6",
     "idefics2": "IDEFICS2",
     "idefics3": "SmolVLM",
+    "mllama": "llama_vision",
+    "molmo": "molmo",
 }
 
 
@@ -153,6 +159,9 @@ def build(row: Mapping[str, Any], prompt: str) -> tuple[str | None, str]:
         text = question + "".join(f"\n{k}. {v}" for k, v in options.items())
         en, cn = (rule.instruction, rule.instruction_cn) if options else (rule.no_options, rule.no_options_cn)
         return rule.system, text + "\n" + (cn if cn and _CN.search(text) else en)
+    if rule.layout == "prefixed":
+        lines = "".join(f"\n{k}: {v}" for k, v in options.items())
+        return rule.system, f"{rule.instruction} {question}{lines}"
     text = f"Question: {question}\n"
     if options:
         text += "Options:\n" + "".join(f"{k}. {v}\n" for k, v in options.items())
@@ -180,8 +189,12 @@ def comparability_problems(run: Mapping[str, Any]) -> list[str]:
     if name in WRAPPERS:
         rule = WRAPPERS[name]
         problems += [f"not reproduced: {item}" for item in rule.unreproduced]
-        if rule.generation and run.get("backend") != "transformers":
-            problems.append(f"not reproduced: {name}'s generation settings {rule.generation}")
+        beams = rule.generation.get("num_beams")
+        if beams and run.get("backend") != "transformers":
+            problems.append(f"not reproduced: {name}'s num_beams={beams} (only the transformers backend)")
+        tokens = rule.generation.get("max_new_tokens")
+        if tokens and run.get("max_new_tokens") != tokens:
+            problems.append(f"not reproduced: {name}'s max_new_tokens={tokens} (--max-new-tokens {tokens})")
     return problems
 
 

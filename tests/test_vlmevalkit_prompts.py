@@ -27,6 +27,12 @@ LLAVA_EN = (
     "Which organ is shown?\nA. liver\nB. kidney\nC. spleen\n"
     "Answer with the option's letter from the given choices directly."
 )
+EXPECTED_DATASET_CN = (
+    None,
+    "Question: 图中是什么器官？\nOptions:\nA. 肝\nB. 肾\n"
+    "Please select the correct answer from the options above. \n",
+)
+BARE_DATASET = (None, "Question: Which organ is shown?\n")
 VICUNA = (
     "A chat between a curious human and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the human's questions. "
@@ -67,15 +73,7 @@ EXPECTED = {
         (None, "图中是什么器官？\nA. 肝\nB. 肾\n请直接回答选项字母。"),
         (None, "Which organ is shown?\nAnswer the question directly."),
     ),
-    "LLaVA_OneVision_HF": (
-        (None, DATASET_EN),
-        (
-            None,
-            "Question: 图中是什么器官？\nOptions:\nA. 肝\nB. 肾\n"
-            "Please select the correct answer from the options above. \n",
-        ),
-        (None, "Question: Which organ is shown?\n"),
-    ),
+    "LLaVA_OneVision_HF": ((None, DATASET_EN), EXPECTED_DATASET_CN, BARE_DATASET),
     **dict.fromkeys(
         ("IDEFICS2", "SmolVLM"),
         (
@@ -87,6 +85,12 @@ EXPECTED = {
             ),
             (None, "Question: Which organ is shown?"),
         ),
+    ),
+    "llama_vision": ((None, DATASET_EN), EXPECTED_DATASET_CN, BARE_DATASET),
+    "molmo": (
+        (None, "a_okvqa_mc: Which organ is shown?\nA: liver\nB: kidney\nC: spleen"),
+        (None, "a_okvqa_mc: 图中是什么器官？\nA: 肝\nB: 肾"),
+        (None, "a_okvqa_mc: Which organ is shown?"),
     ),
     "MiniCPM_V_2_6": (
         (
@@ -145,6 +149,9 @@ def test_comparability_names_a_prompt_that_is_not_the_familys() -> None:
     assert "per-family prompt not applied" in vp.comparability_problems(served)[0]
     beams = {"prompt": "vlmevalkit:MiniCPM_V_2_6@e8e78f0", "backend": "openai"}
     assert "num_beams" in vp.comparability_problems(beams)[0]
+    llama = {"prompt": "vlmevalkit:llama_vision@e8e78f0", "backend": "transformers", "max_new_tokens": 2048}
+    assert "--max-new-tokens 128" in vp.comparability_problems(llama)[0]
+    assert vp.comparability_problems({**llama, "max_new_tokens": 128}) == []
     qwen = {"prompt": "vlmevalkit:Qwen2VLChat@e8e78f0", "model_type": "qwen2_5_vl", "backend": "transformers"}
     assert "min_pixels" in vp.comparability_problems(qwen)[0]
 

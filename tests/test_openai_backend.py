@@ -102,6 +102,7 @@ def test_the_server_gets_what_the_transformers_backend_gets(
             limit=10,
             max_new_tokens=8,
             protocol=protocol,
+            prompt="vlmevalkit-dataset",  # what the server was sent: nothing tells it the family
         )
         assert runner.run(in_process) == 0
         answers = {
@@ -114,13 +115,15 @@ def test_the_server_gets_what_the_transformers_backend_gets(
 
 
 def test_faults_are_retried_and_nothing_is_asked_twice(tmp_path: Path, server: Server) -> None:
-    with FaultProxy(server.port, in_order("429", "500", "drop", "slow", "500"), slow_s=3.0) as proxy:
+    # the timeout bounds the whole request, server queueing included: room for a loaded machine,
+    # well short of the "slow" fault's hold
+    with FaultProxy(server.port, in_order("429", "500", "drop", "slow", "500"), slow_s=10.0) as proxy:
         config = _config(
             tmp_path,
             proxy.base_url,
             server.model,
             limit=16,
-            options={"request_timeout": 1.5, "max_retries": 5},
+            options={"request_timeout": 5.0, "max_retries": 5},
         )
         assert runner.run(config) == 0
     run = _results(tmp_path)["run"]

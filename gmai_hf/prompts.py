@@ -1,7 +1,7 @@
-"""The two multiple-choice prompts VLMEvalKit uses for GMAI-MMBench, character for character.
+"""The multiple-choice prompts VLMEvalKit shows models for GMAI-MMBench, character for character.
 
-Leaderboard numbers depend on the exact wording, so these reproduce VLMEvalKit: its generic
-image-MCQ prompt (``ImageMCQDataset.build_prompt``) and the LLaVA/InternVL-style wrappers' prompt.
+Leaderboard numbers depend on the exact wording, and VLMEvalKit's model wrappers mostly replace the
+dataset's prompt with their own: the per-wrapper rules live in :mod:`gmai_hf.vlmevalkit_prompts`.
 GMAI has no hint column, so no ``Hint:`` line is ever written.
 """
 
@@ -12,11 +12,9 @@ from typing import Any
 
 from gmai_hf import schema
 
-#: Prompt styles accepted by ``--prompt``.
-PROMPT_STYLES: tuple[str, ...] = ("vlmevalkit", "llava")
-
-LLAVA_INSTRUCTION = "Answer with the option's letter from the given choices directly."
-VLMEVALKIT_INSTRUCTION = "Please select the correct answer from the options above. "
+#: Prompt styles accepted by ``--prompt`` (besides ``vlmevalkit:<Wrapper>``, see
+#: :mod:`gmai_hf.vlmevalkit_prompts`): the family's wrapper, the dataset's own prompt, LLaVA's.
+PROMPT_STYLES: tuple[str, ...] = ("vlmevalkit", "vlmevalkit-dataset", "llava")
 
 
 def present_options(row: Mapping[str, Any]) -> dict[str, str]:
@@ -28,17 +26,17 @@ def present_options(row: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+def build_messages(row: Mapping[str, Any], style: str = "vlmevalkit") -> tuple[str | None, str]:
+    """(system prompt or None, user text) for one question (a row with ``question`` and ``A``..``E``).
+
+    ``vlmevalkit`` not yet resolved to a wrapper and ``vlmevalkit-dataset`` are the dataset's own
+    prompt; ``llava`` is an alias of ``vlmevalkit:InternVLChat`` (the LLaVA-style text, no system).
+    """
+    from gmai_hf import vlmevalkit_prompts
+
+    return vlmevalkit_prompts.build(row, "vlmevalkit:InternVLChat" if style == "llava" else style)
+
+
 def build_prompt(row: Mapping[str, Any], style: str = "vlmevalkit") -> str:
-    """The text part of the prompt for one question (a row with ``question`` and ``A``..``E``)."""
-    options = present_options(row)
-    question = str(row["question"])
-    if style == "vlmevalkit":
-        text = f"Question: {question}\n"
-        if options:
-            text += "Options:\n" + "".join(f"{k}. {v}\n" for k, v in options.items())
-            text += VLMEVALKIT_INSTRUCTION + "\n"
-        return text
-    if style == "llava":
-        text = question + "".join(f"\n{k}. {v}" for k, v in options.items())
-        return text + "\n" + (LLAVA_INSTRUCTION if options else "Answer the question directly.")
-    raise ValueError(f"unknown prompt style {style!r}: choose one of {', '.join(PROMPT_STYLES)}")
+    """The user text of :func:`build_messages`."""
+    return build_messages(row, style)[1]

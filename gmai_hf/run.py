@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gmai_hf import SAMPLE_DIR, prompts, protocols, schema
+from gmai_hf import SAMPLE_DIR, protocols, schema
 from gmai_hf.backends import BACKENDS, backend_for
 from gmai_hf.backends.base import MODES
 from gmai_hf.backends.hf import DEVICE_MAPS, DTYPES
@@ -112,11 +112,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--prompt",
-        choices=prompts.PROMPT_STYLES,
         default="vlmevalkit",
-        help="vlmevalkit: 'Question: ... Options: ... Please select the correct answer from the options "
-        "above.'; llava: question, options, "
-        "'Answer with the option's letter from the given choices directly.'",
+        help="vlmevalkit: the prompt VLMEvalKit's wrapper for the model's family builds (picked from the "
+        "checkpoint's model_type; the dataset's prompt where unknown or with --backend openai); "
+        "vlmevalkit:<Wrapper>: that wrapper's (e.g. vlmevalkit:Qwen2VLChat); vlmevalkit-dataset: the "
+        "dataset's own 'Question: ... Options: ...' prompt; llava: alias of vlmevalkit:InternVLChat "
+        "(see docs/prompts.md)",
     )
     parser.add_argument(
         "--protocol",

@@ -34,7 +34,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from gmai_hf import files, fingerprints, identity, prompts, protocols, schema
+from gmai_hf import files, fingerprints, identity, prompts, protocols, schema, vlmevalkit_prompts
 from gmai_hf.backends import Failed, Prepared, Question, QuestionError, backend_for, load_backend
 from gmai_hf.backends.base import MODES
 from gmai_hf.processes import (
@@ -118,6 +118,8 @@ class RunConfig:
     backend_options: dict[str, Any] = setting(RUN, default_factory=dict)
     #: The LLM judge (``model``, ``base_url``, ``api_key_env``) for answers matching cannot read.
     judge: dict[str, Any] | None = setting(RUN)
+    #: The checkpoint's ``config.json`` ``model_type`` (set by :meth:`validate`; picks the prompt).
+    model_type: str | None = setting(RUN)
     #: Files the split is read from, as ``[[name, bytes], ...]`` (set when the data is loaded).
     data_files: list[list[Any]] | None = setting(ANSWERS)
     #: What the model is, beyond its name (set when a run starts, :func:`model_identity`): a local
@@ -128,6 +130,14 @@ class RunConfig:
         """Refuse impossible settings; resolve the backend as the command line does (``--model
         random`` is the random baseline), so the resume key is the same however the run was started."""
         self.backend = backend_for(self.backend, self.model)
+        if self.prompt not in prompts.PROMPT_STYLES and not vlmevalkit_prompts.wrapper_of(self.prompt):
+            raise ValueError(
+                f"--prompt {self.prompt!r}: choose one of {', '.join(prompts.PROMPT_STYLES)} "
+                "or vlmevalkit:<Wrapper>"
+            )
+        if self.backend == "transformers":
+            self.model_type = vlmevalkit_prompts.model_type_of(self.model)
+        self.prompt = vlmevalkit_prompts.resolve(self.prompt, self.model_type)
         undeclared = sorted(set(self.backend_options) - set(BACKEND_OPTION_ROLES))
         checks = [
             (not undeclared, f"unknown backend option(s) {undeclared}: declare them in BACKEND_OPTION_ROLES"),
@@ -136,10 +146,6 @@ class RunConfig:
                 f"--split {self.split!r}: choose one of {', '.join(schema.SPLITS)}",
             ),
             (self.mode in MODES, f"--mode {self.mode!r}: choose one of {', '.join(MODES)}"),
-            (
-                self.prompt in prompts.PROMPT_STYLES,
-                f"--prompt {self.prompt!r}: choose one of {', '.join(prompts.PROMPT_STYLES)}",
-            ),
             (
                 self.protocol in protocols.PROTOCOLS,
                 f"--protocol {self.protocol!r}: choose one of {', '.join(protocols.PROTOCOLS)}",
@@ -333,8 +339,8 @@ class QuestionDataset:
                         f"image of question {index} cannot be decoded ({type(error).__name__}: {error}); "
                         "the data file may be damaged: re-download or re-export it"
                     ) from error
-            prompt = prompts.build_prompt(row, self.prompt_style)
-            question = Question(index, prompt, prompts.present_options(row), image)
+            system, prompt = prompts.build_messages(row, self.prompt_style)
+            question = Question(index, prompt, prompts.present_options(row), image, system)
             prepared = self.preparer(question)
             prepared.cost = prepared.cost or len(prompt)
             return prepared
@@ -590,6 +596,7 @@ class Runner:
             gpus_per_process=config.gpus_per_process,
         )
         backend.batch_limit = initial_batch_size(config.batch_size, self.state.device)
+        backend.num_beams = vlmevalkit_prompts.rule_for(config.prompt).generation.get("num_beams", 1)
         self.backend_info = backend.describe()
         self.answer_started = time.time()
         workers = config.num_workers
@@ -664,6 +671,7 @@ class Runner:
             **config.record(),
             "data_dir": config.data_dir,
             "dataset": config.dataset,
+            "model_type": config.model_type,
             "processes": self.processes,
             "batch_size": config.batch_size,
             "matching": config.matching,

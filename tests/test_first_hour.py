@@ -172,17 +172,17 @@ def short_context_model(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_the_generation_budget_fits_a_short_context(tmp_path: Path, short_context_model) -> None:
-    model = short_context_model(160)
+    model = short_context_model(320)
     out = tmp_path / "out"
     args = ["run", "--model", str(model), "--sample", "--limit", "6", "--output-dir", str(out)]
     result = _gmai_hf([*args, "--num-workers", "0"])
     assert result.returncode == 0, result.stderr[-2000:]
-    said = [line for line in result.stderr.splitlines() if "the model takes at most 160 positions" in line]
+    said = [line for line in result.stderr.splitlines() if "the model takes at most 320 positions" in line]
     assert len(said) == 1  # said once, not per question
     run = json.loads((out / "results.json").read_text(encoding="utf-8"))["run"]
     assert run["failed"] == 0 and run["max_new_tokens"] == 2048
-    assert run["engine"]["max_positions"] == 160
-    assert 0 < run["engine"]["fitted_max_new_tokens"] < 160
+    assert run["engine"]["max_positions"] == 320
+    assert 0 < run["engine"]["fitted_max_new_tokens"] < 320
 
 
 def test_a_run_in_which_every_question_failed_exits_non_zero_saying_why_once(

@@ -102,6 +102,7 @@ def test_the_server_gets_what_the_transformers_backend_gets(
             limit=10,
             max_new_tokens=8,
             protocol=protocol,
+            prompt="vlmevalkit-dataset",  # what the server was sent: nothing tells it the family
         )
         assert runner.run(in_process) == 0
         answers = {

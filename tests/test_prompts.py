@@ -41,5 +41,5 @@ def test_multiline_question_and_literal_none_option_are_kept() -> None:
 
 
 def test_unknown_style_names_the_choices() -> None:
-    with pytest.raises(ValueError, match="vlmevalkit, llava"):
+    with pytest.raises(ValueError, match="vlmevalkit, vlmevalkit-dataset"):
         prompts.build_prompt(ROW, "chatgpt")

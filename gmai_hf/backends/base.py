@@ -48,6 +48,8 @@ class Question:
     prompt: str
     options: dict[str, str]
     image_bytes: bytes | None = None
+    #: The system prompt the run's VLMEvalKit wrapper sets, if any.
+    system: str | None = None
 
     @cached_property
     def image(self) -> Any:
@@ -129,6 +131,9 @@ class Backend(ABC):
 
     #: Questions per call of ``generate``/``score_letters`` (the runner sets it; halved on OOM).
     batch_limit: int = 8
+
+    #: Beams for generation: 1 (greedy) unless the run's VLMEvalKit wrapper fixes more (MiniCPM-V).
+    num_beams: int = 1
 
     #: Prepared batches held back and re-sorted by their token counts before answering, so a
     #: batch holds questions of similar size also where the image, not the prompt, sets it

@@ -78,9 +78,9 @@ class HFPreparer:
     def __call__(self, question: Question) -> Prepared:
         kwargs: dict[str, Any] = {}
         if self.use_chat_template:
-            messages = [
-                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question.prompt}]}
-            ]
+            system = [{"role": "system", "content": [{"type": "text", "text": question.system}]}]
+            user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question.prompt}]}
+            messages = [*system[: bool(question.system)], user]
             text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             # as ``processor.apply_chat_template(tokenize=True)`` does: a template that writes the BOS
             # token itself (Gemma 3, Llama 3) must not get a second one from the tokenizer
@@ -373,7 +373,7 @@ class HFBackend(Backend):
         config = GenerationConfig(
             max_new_tokens=max_new_tokens,
             do_sample=False,
-            num_beams=1,
+            num_beams=self.num_beams,
             pad_token_id=self.pad_token_id,
             eos_token_id=self.eos_token_id,
         )
@@ -449,4 +449,5 @@ class HFBackend(Backend):
             "batch_size": self.batch_limit,
             "max_positions": self.max_positions,
             "fitted_max_new_tokens": self.fitted_budget,
+            "num_beams": self.num_beams,
         }

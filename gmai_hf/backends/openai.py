@@ -62,10 +62,11 @@ class OpenAIPreparer:
             {"type": "image_url", "image_url": {"url": url}},
             {"type": "text", "text": question.prompt},
         ]
+        system = [{"role": "system", "content": question.system}]
         return Prepared(
             index=question.index,
             letters=tuple(question.options),
-            features={"messages": [{"role": "user", "content": content}]},
+            features={"messages": [*system[: bool(question.system)], {"role": "user", "content": content}]},
             cost=len(question.prompt),
         )
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gmai_hf import paired, schema
+from gmai_hf import paired, schema, vlmevalkit_prompts
 from gmai_hf.files import write_atomic
 from gmai_hf.reports.records import (
     DIMENSION_TITLES,
@@ -104,6 +104,7 @@ def comparability_problems(run: Run) -> list[str]:
     protocol = run.info.get("protocol")
     if protocol not in (None, "vlmevalkit"):
         problems.append(f"--protocol {protocol}: the model saw other inputs than VLMEvalKit shows")
+    problems += vlmevalkit_prompts.comparability_problems(run.info)
     if run.info.get("matching") == "strict":
         problems.append("--matching strict: answers read by other rules than VLMEvalKit's")
     failed = run.info.get("failed")

@@ -103,6 +103,22 @@ class _ImageBudget:
             self.thumbnails_only += 1
 
 
+def _decode(value: dict[str, Any] | None) -> Any:
+    """The PIL image of a stored ``{"bytes", "path"}`` value; None when there is none or it does not
+    decode (a broken image is the run's recorded failure, not a reason to lose the page)."""
+    from PIL import Image
+
+    if not value:
+        return None
+    try:
+        data = value.get("bytes") or Path(value["path"]).read_bytes()
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (OSError, ValueError, SyntaxError, TypeError, KeyError, Image.DecompressionBombError):
+        return None
+    return image
+
+
 def build_document(
     runs: Sequence[Run], output_dir: Path, images: bool = True, comparison: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -121,7 +137,11 @@ def build_document(
     image_dir = output_dir / ASSET_DIR
     with_images = images and ds is not None and "image" in ds.column_names
     if with_images:
+        import datasets
+
         image_dir.mkdir(parents=True, exist_ok=True)
+        ds = ds.cast_column("image", datasets.Image(decode=False))  # decoded here, per question
+    undecodable = 0
     budget = _ImageBudget(len(indices))
     questions = []
     for i in indices:
@@ -145,12 +165,16 @@ def build_document(
             ],
         }
         if with_images and i in rows:
-            image = ds[position[i]]["image"]
+            image = _decode(ds[position[i]]["image"])
             if image is not None:
                 budget.add(question, image, image_dir)
+            else:
+                undecodable += 1
         questions.append(question)
     if not images:
         notes.append("written with --no-images: no thumbnails")
+    if undecodable:
+        notes.append(f"{undecodable} questions shown without their image (it does not decode)")
     if budget.thumbnails_only:
         notes.append(f"{budget.thumbnails_only} images shown at thumbnail size only (the page's size budget)")
     if budget.left_out:

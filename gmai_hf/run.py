@@ -97,10 +97,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-new-tokens",
         type=int,
-        default=2048,
-        help="generation length limit in --mode generate (default 2048, VLMEvalKit's: enough for any "
-        "normal answer; a model whose context is shorter gets what each prompt leaves, said once and "
-        "recorded in results.json; answers that hit the limit are counted there)",
+        default=None,
+        help="generation length limit in --mode generate (default: what the --prompt's VLMEvalKit "
+        "wrapper sets for an MCQ dataset, 2048 for most, see docs/prompts.md; a model whose context is "
+        "shorter gets what each prompt leaves, said once and recorded in results.json; answers that hit "
+        "the limit are counted there)",
     )
     parser.add_argument(
         "--mode",

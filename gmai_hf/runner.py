@@ -100,7 +100,8 @@ class RunConfig:
     limit: int | None = setting(QUESTIONS)
     #: Questions per forward pass per process, or ``"auto"`` (see :func:`initial_batch_size`).
     batch_size: int | str = setting(RUN, 8)
-    max_new_tokens: int = setting(ANSWERS, 2048)
+    #: None: what the prompt's VLMEvalKit wrapper sets (set by :meth:`validate`).
+    max_new_tokens: int | None = setting(ANSWERS)
     mode: str = setting(ANSWERS, "generate")
     prompt: str = setting(ANSWERS, "vlmevalkit")
     protocol: str = setting(ANSWERS, protocols.DEFAULT_PROTOCOL)
@@ -138,6 +139,8 @@ class RunConfig:
         if self.backend == "transformers":
             self.model_type = vlmevalkit_prompts.model_type_of(self.model)
         self.prompt = vlmevalkit_prompts.resolve(self.prompt, self.model_type)
+        if self.max_new_tokens is None:
+            self.max_new_tokens = vlmevalkit_prompts.rule_for(self.prompt).max_new_tokens
         undeclared = sorted(set(self.backend_options) - set(BACKEND_OPTION_ROLES))
         checks = [
             (not undeclared, f"unknown backend option(s) {undeclared}: declare them in BACKEND_OPTION_ROLES"),
@@ -168,7 +171,10 @@ class RunConfig:
                 self.gpus_per_process is None or self.gpus_per_process >= 1,
                 f"--gpus-per-process must be at least 1, got {self.gpus_per_process}",
             ),
-            (self.max_new_tokens >= 1, f"--max-new-tokens must be at least 1, got {self.max_new_tokens}"),
+            (
+                self.max_new_tokens is not None and self.max_new_tokens >= 1,
+                f"--max-new-tokens must be at least 1, got {self.max_new_tokens}",
+            ),
             (self.limit is None or self.limit >= 1, f"--limit must be at least 1, got {self.limit}"),
         ]
         for ok, message in checks:
@@ -339,8 +345,13 @@ class QuestionDataset:
                         f"image of question {index} cannot be decoded ({type(error).__name__}: {error}); "
                         "the data file may be damaged: re-download or re-export it"
                     ) from error
+                try:
+                    image = vlmevalkit_prompts.prepare_image(self.prompt_style, image)
+                except ValueError as error:  # what the wrapper itself would fail on
+                    raise QuestionError(f"image of question {index}: {self.prompt_style}: {error}") from error
             system, prompt = prompts.build_messages(row, self.prompt_style)
-            question = Question(index, prompt, prompts.present_options(row), image, system)
+            detail = vlmevalkit_prompts.rule_for(self.prompt_style).image_detail
+            question = Question(index, prompt, prompts.present_options(row), image, system, detail)
             prepared = self.preparer(question)
             prepared.cost = prepared.cost or len(prompt)
             return prepared
@@ -596,7 +607,12 @@ class Runner:
             gpus_per_process=config.gpus_per_process,
         )
         backend.batch_limit = initial_batch_size(config.batch_size, self.state.device)
-        backend.num_beams = vlmevalkit_prompts.rule_for(config.prompt).generation.get("num_beams", 1)
+        rule = vlmevalkit_prompts.rule_for(config.prompt)
+        backend.num_beams = rule.num_beams
+        if vlmevalkit_prompts.family_of(
+            config.prompt, config.model_type
+        ):  # another processor: no such settings
+            backend.processor_kwargs = dict(rule.processor_kwargs)
         self.backend_info = backend.describe()
         self.answer_started = time.time()
         workers = config.num_workers
@@ -616,6 +632,8 @@ class Runner:
             for answer in backend.answers(loader, config.mode, config.max_new_tokens):
                 if answer.error:
                     failures.add(answer.error)
+                elif rule.answer_rstrip and answer.text:  # what the wrapper itself records
+                    answer.text = answer.text.rstrip(rule.answer_rstrip)
                 out.write(json.dumps(answer.to_json()) + "\n")
                 out.flush()
                 written += 1

@@ -8,9 +8,10 @@ wrapper that produced it. Each wrapper is one row of :data:`WRAPPERS`; the texts
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 #: The VLMEvalKit commit the rules below were read from.
@@ -24,8 +25,27 @@ _LLAVA_EN = "Answer with the option's letter from the given choices directly."
 
 
 @dataclass(frozen=True)
+class QwenResize:
+    """``qwen_vl_utils``' resize before the processor: onto a ``factor`` grid, the pixel count
+    within ``[min_pixels, max_pixels]`` (VLMEvalKit's Qwen2-VL/Qwen2.5-VL configurations set both)."""
+
+    min_pixels: int
+    max_pixels: int
+    factor: int = 28
+
+
+@dataclass(frozen=True)
+class JpegAgain:
+    """An API wrapper's ``encode_image_to_base64``: RGB, fitted within ``max_side`` (``-1``: as
+    is), enlarged when its short side is under ``min_edge``, saved as JPEG once more."""
+
+    max_side: int = -1
+    min_edge: int = 100
+
+
+@dataclass(frozen=True)
 class Rule:
-    """How one wrapper builds the MCQ prompt.
+    """How one wrapper builds the MCQ prompt and what it fixes around it.
 
     ``layout`` is ``dataset`` (VLMEvalKit's generic ``Question:``/``Options:`` text), ``qwen``
     (the same lines, one instruction, stripped), ``llava`` (question, then ``A. ..`` lines, then an
@@ -39,8 +59,18 @@ class Rule:
     no_options: str = ""
     no_options_cn: str | None = None
     system: str | None = None
-    #: Generation settings the wrapper fixes for this dataset (our name -> value).
-    generation: dict[str, Any] = field(default_factory=dict)
+    #: The wrapper's generation length for an MCQ dataset (the default of ``--max-new-tokens``).
+    max_new_tokens: int = 2048
+    #: Beam search (MiniCPM); only the transformers backend can reproduce it.
+    num_beams: int = 1
+    #: What the wrapper does to the image before the model sees it.
+    image: QwenResize | JpegAgain | None = None
+    #: Image-processor settings for the checkpoint's own processor (transformers backend only).
+    processor_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    #: The ``detail`` an OpenAI-style wrapper puts in every ``image_url``.
+    image_detail: str | None = None
+    #: Characters the wrapper strips from the end of every answer (DeepSeek-VL2: ``.``).
+    answer_rstrip: str = ""
     #: Whether the text is stripped of surrounding whitespace (wrappers that format the chat themselves).
     strip: bool = False
     #: Settings we cannot reproduce; a run under this rule is not comparable while they stand.
@@ -52,6 +82,7 @@ _VICUNA_SYSTEM = (
     "A chat between a curious human and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the human's questions. "
 )
+_NATIVE_CHAT = "writes {}'s chat format by hand; we use the checkpoint's chat template"
 
 #: VLMEvalKit wrapper class name -> its rule for GMAI-MMBench.
 WRAPPERS: dict[str, Rule] = {
@@ -59,25 +90,46 @@ WRAPPERS: dict[str, Rule] = {
         "qwen",
         "Please select the correct answer from the options above.",
         _LETTER_CN,
-        unreproduced=("min_pixels=1280*28*28 in VLMEvalKit's Qwen2.5-VL configurations",),
+        image=QwenResize(1280 * 28 * 28, 16384 * 28 * 28),
     ),
-    "Qwen3VLChat": Rule("qwen", "Answer with the option letter only."),
-    "LLaVA": Rule(**{**_LLAVA.__dict__, "system": _VICUNA_SYSTEM}),
+    "Qwen3VLChat": Rule("qwen", "Answer with the option letter only.", max_new_tokens=32768),
+    "LLaVA": replace(_LLAVA, system=_VICUNA_SYSTEM),
     "LLaVA_Next": _LLAVA,
-    "InternVLChat": _LLAVA,
+    # ``set_max_num``: at most 6 tiles of 448 px (and the thumbnail) for a dataset like GMAI
+    "InternVLChat": replace(
+        _LLAVA, max_new_tokens=4096, processor_kwargs={"crop_to_patches": True, "max_patches": 6}
+    ),
     "LLaVA_OneVision_HF": Rule("dataset"),
     # no custom prompt for GMAI, but ``generate_inner`` writes ``User:<image>{text.strip()}...``
-    "IDEFICS2": Rule("dataset", strip=True),
+    "IDEFICS2": Rule("dataset", strip=True, max_new_tokens=1024),
     # the dataset's prompt; ``generate_inner`` caps MCQ answers at 128 new tokens
-    "llama_vision": Rule("dataset", generation={"max_new_tokens": 128}),
-    "molmo": Rule("prefixed", "a_okvqa_mc:"),
+    "llama_vision": Rule("dataset", max_new_tokens=128),
+    "molmo": Rule("prefixed", "a_okvqa_mc:", max_new_tokens=200),
     "SmolVLM": Rule("dataset", strip=True),
     "MiniCPM_V_2_6": Rule(
         "minicpm",
         "\n" + _LLAVA_EN,
         system="Carefully read the following question Answer the question directly.",
-        generation={"num_beams": 3},
+        num_beams=3,
     ),
+    # the transformers path's default system prompt (its vLLM path sends none)
+    "Gemma3": Rule("dataset", system="You are a helpful assistant. ", max_new_tokens=4096),
+    "Phi3Vision": Rule("dataset", unreproduced=(_NATIVE_CHAT.format("Phi3Vision"),)),
+    "Phi4Multimodal": Rule(
+        "dataset",
+        max_new_tokens=1000,
+        unreproduced=(_NATIVE_CHAT.format("Phi4Multimodal"),),
+    ),
+    # LLaVA's layout without a Chinese branch or a no-option instruction; ``max_partition=9``
+    "Ovis2": Rule("llava", _LLAVA_EN, max_new_tokens=1024),
+    "DeepSeekVL2": Rule("dataset", answer_rstrip="."),
+    # API wrappers take the dataset's prompt; images are JPEG-encoded once more before sending
+    "GPT4V": Rule("dataset", image=JpegAgain(), image_detail="low"),
+    "Gemini": Rule(
+        "dataset",
+        unreproduced=("Gemini's image: the google-genai SDK encodes the PIL image itself",),
+    ),
+    "Claude3V": Rule("dataset", image=JpegAgain(max_side=4096)),
 }
 
 #: ``config.json`` ``model_type`` -> the wrapper VLMEvalKit evaluates that family with.
@@ -96,6 +148,12 @@ MODEL_TYPES: dict[str, str] = {
     "idefics3": "SmolVLM",
     "mllama": "llama_vision",
     "molmo": "molmo",
+    "gemma3": "Gemma3",
+    "phi3_v": "Phi3Vision",
+    "phi4mm": "Phi4Multimodal",
+    "phi4_multimodal": "Phi4Multimodal",
+    "ovis": "Ovis2",
+    "deepseek_vl_v2": "DeepSeekVL2",
 }
 
 
@@ -127,6 +185,8 @@ def rule_for(prompt: str) -> Rule:
     if name is None:
         if prompt in (PREFIX, DATASET):
             return WRAPPERS["LLaVA_OneVision_HF"]
+        if prompt == "llava":
+            return WRAPPERS["InternVLChat"]
         from gmai_hf.prompts import PROMPT_STYLES
 
         raise ValueError(f"unknown prompt {prompt!r}: use {', '.join(PROMPT_STYLES)} or {PREFIX}:<Wrapper>")
@@ -141,11 +201,19 @@ def resolve(prompt: str, model_type: str | None) -> str:
     if prompt == PREFIX:
         name = MODEL_TYPES.get(model_type or "")
         return f"{PREFIX}:{name}@{VLMEVALKIT_COMMIT}" if name else DATASET
+    if prompt == "llava":  # the older name of InternVLChat's text
+        prompt = f"{PREFIX}:InternVLChat"
     name = wrapper_of(prompt)
     if name is None:
         return prompt
     rule_for(prompt)
     return f"{PREFIX}:{name}@{VLMEVALKIT_COMMIT}"
+
+
+def family_of(prompt: str, model_type: str | None) -> bool:
+    """Whether ``prompt`` is the wrapper VLMEvalKit evaluates ``model_type``'s family with."""
+    name = wrapper_of(prompt)
+    return name is not None and MODEL_TYPES.get(model_type or "") == name
 
 
 def build(row: Mapping[str, Any], prompt: str) -> tuple[str | None, str]:
@@ -154,11 +222,12 @@ def build(row: Mapping[str, Any], prompt: str) -> tuple[str | None, str]:
     question, options = str(row["question"]), _options(row)
     if rule.layout == "dataset":
         text = _dataset_text(question, options)
-        return None, text.strip() if rule.strip else text
+        return rule.system, text.strip() if rule.strip else text
     if rule.layout == "llava":
         text = question + "".join(f"\n{k}. {v}" for k, v in options.items())
         en, cn = (rule.instruction, rule.instruction_cn) if options else (rule.no_options, rule.no_options_cn)
-        return rule.system, text + "\n" + (cn if cn and _CN.search(text) else en)
+        instruction = cn if cn and _CN.search(text) else en
+        return rule.system, f"{text}\n{instruction}" if instruction else text
     if rule.layout == "prefixed":
         lines = "".join(f"\n{k}: {v}" for k, v in options.items())
         return rule.system, f"{rule.instruction} {question}{lines}"
@@ -189,13 +258,72 @@ def comparability_problems(run: Mapping[str, Any]) -> list[str]:
     if name in WRAPPERS:
         rule = WRAPPERS[name]
         problems += [f"not reproduced: {item}" for item in rule.unreproduced]
-        beams = rule.generation.get("num_beams")
-        if beams and run.get("backend") != "transformers":
+        if rule.processor_kwargs and run.get("backend") != "transformers":
+            settings = ", ".join(f"{k}={v}" for k, v in rule.processor_kwargs.items())
+            problems.append(
+                f"not reproduced: {name}'s image tiling {settings} (only the transformers backend)"
+            )
+        if rule.num_beams > 1 and run.get("backend") != "transformers":
+            beams = rule.num_beams
             problems.append(f"not reproduced: {name}'s num_beams={beams} (only the transformers backend)")
-        tokens = rule.generation.get("max_new_tokens")
-        if tokens and run.get("max_new_tokens") != tokens:
-            problems.append(f"not reproduced: {name}'s max_new_tokens={tokens} (--max-new-tokens {tokens})")
+        tokens = run.get("max_new_tokens")
+        if tokens is not None and tokens != rule.max_new_tokens:
+            problems.append(
+                f"not reproduced: {name}'s max_new_tokens={rule.max_new_tokens} (this run: {tokens})"
+            )
     return problems
+
+
+def prepare_image(prompt: str, data: bytes) -> bytes:
+    """The image file the wrapper of ``prompt`` shows its model (``data`` when it changes nothing):
+    Qwen's resize onto its patch grid (saved as PNG, adding no loss), an API wrapper's JPEG."""
+    rule = rule_for(prompt) if wrapper_of(prompt) else None
+    if rule is None or rule.image is None:
+        return data
+    import io
+
+    from PIL import Image
+
+    step = rule.image
+    with Image.open(io.BytesIO(data)) as opened:
+        opened.load()
+        image = opened
+        if isinstance(step, QwenResize):
+            image = image.convert("RGB")
+            height, width = qwen_size(image.height, image.width, step)
+            image, fmt = image.resize((width, height)), "PNG"
+        else:
+            if image.mode in ("RGBA", "P", "LA"):
+                image = image.convert("RGB")
+            if step.max_side > 0:
+                image = image.copy()
+                image.thumbnail((step.max_side, step.max_side))
+            if min(image.size) < step.min_edge:
+                factor = step.min_edge / min(image.size)
+                image = image.resize((int(image.width * factor), int(image.height * factor)))
+            fmt = "JPEG"
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def qwen_size(height: int, width: int, step: QwenResize) -> tuple[int, int]:
+    """``qwen_vl_utils.smart_resize``: (height, width) on the ``factor`` grid, the pixel count
+    brought within ``[min_pixels, max_pixels]``, the aspect ratio kept."""
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"an image of {width}x{height} px is more than 200 times as long as it is wide")
+    factor = step.factor
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > step.max_pixels:
+        beta = math.sqrt(height * width / step.max_pixels)
+        h_bar = math.floor(height / beta / factor) * factor
+        w_bar = math.floor(width / beta / factor) * factor
+    elif h_bar * w_bar < step.min_pixels:
+        beta = math.sqrt(step.min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
 
 
 def model_type_of(model: str) -> str | None:

@@ -50,6 +50,8 @@ class Question:
     image_bytes: bytes | None = None
     #: The system prompt the run's VLMEvalKit wrapper sets, if any.
     system: str | None = None
+    #: The ``detail`` of the image an OpenAI-style VLMEvalKit wrapper sends (GPT4V: ``low``).
+    detail: str | None = None
 
     @cached_property
     def image(self) -> Any:
@@ -134,6 +136,9 @@ class Backend(ABC):
 
     #: Beams for generation: 1 (greedy) unless the run's VLMEvalKit wrapper fixes more (MiniCPM-V).
     num_beams: int = 1
+
+    #: Image-processor settings the run's VLMEvalKit wrapper fixes (InternVL's tiles); in-process only.
+    processor_kwargs: dict[str, Any] | None = None
 
     #: Prepared batches held back and re-sorted by their token counts before answering, so a
     #: batch holds questions of similar size also where the image, not the prompt, sets it

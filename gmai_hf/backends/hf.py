@@ -70,13 +70,20 @@ def process_gpus(
 class HFPreparer:
     """Chat template + processor for one question (picklable: runs in DataLoader workers)."""
 
-    def __init__(self, processor: Any, max_positions: int | None, use_chat_template: bool = True) -> None:
+    def __init__(
+        self,
+        processor: Any,
+        max_positions: int | None,
+        use_chat_template: bool = True,
+        processor_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         self.processor = processor
         self.max_positions = max_positions
         self.use_chat_template = use_chat_template
+        self.processor_kwargs = processor_kwargs or {}
 
     def __call__(self, question: Question) -> Prepared:
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = dict(self.processor_kwargs)
         if self.use_chat_template:
             system = [{"role": "system", "content": [{"type": "text", "text": question.system}]}]
             user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question.prompt}]}
@@ -319,7 +326,7 @@ class HFBackend(Backend):
         return getattr(torch, dtype)
 
     def preparer(self) -> HFPreparer:
-        return HFPreparer(self.processor, self.max_positions, self.use_chat_template)
+        return HFPreparer(self.processor, self.max_positions, self.use_chat_template, self.processor_kwargs)
 
     def collate(self, items: Sequence[Prepared]) -> dict[str, Any]:
         """Batch the items' processor outputs and move them to the device.

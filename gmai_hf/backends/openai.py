@@ -58,8 +58,9 @@ class OpenAIPreparer:
     def __call__(self, question: Question) -> Prepared:
         data = self.image_bytes(question)
         url = f"data:{mime_type(data)};base64,{base64.b64encode(data).decode('ascii')}"
+        image_url = {"url": url, **({"detail": question.detail} if question.detail else {})}
         content = [
-            {"type": "image_url", "image_url": {"url": url}},
+            {"type": "image_url", "image_url": image_url},
             {"type": "text", "text": question.prompt},
         ]
         system = [{"role": "system", "content": question.system}]

@@ -79,6 +79,8 @@ class FaultProxy:
     #: The model names a scripted server lists at ``/v1/models`` (none by default).
     models: list[str] = field(default_factory=list)
     log: list[Logged] = field(default_factory=list)
+    #: Every chat-completions request body, as sent (what a server receives).
+    bodies: list[bytes] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -105,6 +107,7 @@ class FaultProxy:
                     return
                 key = _key(body)
                 with proxy._lock:
+                    proxy.bodies.append(body)
                     seen = proxy._seen[key]
                     proxy._seen[key] += 1
                     fault = proxy.decide(key, seen)

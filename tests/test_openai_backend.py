@@ -274,3 +274,13 @@ def test_retry_after_in_any_form_never_ends_the_run(header: str, expected: float
 
     error = SimpleNamespace(response=SimpleNamespace(headers={"retry-after": header}))
     assert ChatClient._retry_after(error) == expected  # a date in the past: no wait; garbage: the backoff
+
+
+@pytest.mark.parametrize("wrapper", ["GPT4V", "Claude3V"])
+def test_a_real_server_takes_the_api_wrappers_requests(tmp_path: Path, server: Server, wrapper: str) -> None:
+    """A second JPEG, and GPT4V's ``detail: low`` in the image part, are what a server accepts."""
+    config = _config(tmp_path, server.base_url, server.model, limit=4, prompt=f"vlmevalkit:{wrapper}")
+    assert runner.run(config) == 0
+    run = _results(tmp_path)["run"]
+    assert run["prompt"] == f"vlmevalkit:{wrapper}@e8e78f0" and run["failed"] == 0
+    assert run["usage"]["requests"] == 4

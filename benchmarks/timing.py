@@ -38,6 +38,7 @@ def loop_questions_per_s(
     config = runner.RunConfig(
         model=model, output_dir=data_dir, data_dir=str(data_dir), limit=questions, protocol=protocol
     )
+    config.validate()  # the family's prompt and image settings, as the timed run gets them
     rows = list(runner.load_questions(config).ds)
     backend = load_backend("transformers", model, device())
     # the runner's own preparation of a question (protocol, prompt, processor), in this process

@@ -609,10 +609,8 @@ class Runner:
         backend.batch_limit = initial_batch_size(config.batch_size, self.state.device)
         rule = vlmevalkit_prompts.rule_for(config.prompt)
         backend.num_beams = rule.num_beams
-        if vlmevalkit_prompts.family_of(
-            config.prompt, config.model_type
-        ):  # another processor: no such settings
-            backend.processor_kwargs = dict(rule.processor_kwargs)
+        if vlmevalkit_prompts.family_of(config.prompt, config.model_type):
+            backend.processor_kwargs = dict(rule.processor_kwargs)  # only the family's processor takes them
         self.backend_info = backend.describe()
         self.answer_started = time.time()
         workers = config.num_workers

@@ -2,8 +2,10 @@
 
 Most VLMEvalKit wrappers replace the dataset's prompt with their own (``use_custom_prompt`` ->
 ``build_prompt``), so a number is only comparable with the leaderboard under the prompt of the
-wrapper that produced it. Each wrapper is one row of :data:`WRAPPERS`; the texts are re-stated here
-(behaviour ported, no code copied) from VLMEvalKit at :data:`VLMEVALKIT_COMMIT`.
+wrapper that produced it. Each wrapper is one row of :data:`WRAPPERS`: its text and system prompt,
+and what it fixes around them (generation length, beams, the image it shows, the answer it keeps),
+re-stated here (behaviour ported, no code copied) from VLMEvalKit at :data:`VLMEVALKIT_COMMIT`.
+``.ci/check_vlmevalkit_prompts.py`` compares the texts with VLMEvalKit's own code.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ _VICUNA_SYSTEM = (
     "A chat between a curious human and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the human's questions. "
 )
-_NATIVE_CHAT = "writes {}'s chat format by hand; we use the checkpoint's chat template"
+_NATIVE_CHAT = "VLMEvalKit writes {}'s chat format by hand; we use the checkpoint's chat template"
 
 #: VLMEvalKit wrapper class name -> its rule for GMAI-MMBench.
 WRAPPERS: dict[str, Rule] = {

@@ -237,6 +237,7 @@ def test_api_wrappers_send_a_second_jpeg() -> None:
 
 #: Our tiny random-weight families (gmai_hf.testing.models) and the wrapper each gets.
 TINY_FAMILIES = {
+    "qwen2_vl": "Qwen2VLChat",
     "qwen2_5_vl": "Qwen2VLChat",
     "qwen3_vl": "Qwen3VLChat",
     "internvl": "InternVLChat",

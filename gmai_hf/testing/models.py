@@ -418,6 +418,47 @@ def build_tiny_qwen2_5_vl(path: str | Path, seed: int = 0) -> Path:
     return _save(path, processor, lambda: Qwen2_5_VLForConditionalGeneration(config), seed, torch)
 
 
+def build_tiny_qwen2_vl(path: str | Path, seed: int = 0) -> Path:
+    """A tiny Qwen2-VL (full-attention ViT + Qwen2 text model with multimodal RoPE): as
+    :func:`build_tiny_qwen2_5_vl`, with Qwen2-VL's vision tower. Needs ``torchvision``."""
+    import torch
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessorPil,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    tokenizer = _qwen_vl_tokenizer()
+    merge = 2
+    sizes = _qwen_vl_sizes(PATCH_SIZE, merge)
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessorPil(**sizes),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(**sizes),
+        chat_template=QWEN2_5_VL_CHAT_TEMPLATE,  # Qwen2-VL's is the same
+    )
+    text = _qwen_text(
+        tokenizer,
+        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [2, 3, 3]},
+    )
+    config = Qwen2VLConfig(
+        text_config=text,
+        vision_config={
+            "depth": 2,
+            "embed_dim": 32,
+            "hidden_size": text["hidden_size"],  # the merger's output: the text model's width
+            "mlp_ratio": 2,
+            "num_heads": 2,
+            "patch_size": PATCH_SIZE,
+            "spatial_merge_size": merge,
+        },
+        **_qwen_vl_token_ids(tokenizer),
+    )
+    return _save(path, processor, lambda: Qwen2VLForConditionalGeneration(config), seed, torch)
+
+
 def build_tiny_qwen3_vl(path: str | Path, seed: int = 0) -> Path:
     """A tiny Qwen3-VL (ViT with DeepStack features + Qwen3 text model with interleaved multimodal RoPE).
 
@@ -613,6 +654,7 @@ TINY_MODELS: dict[str, Callable[..., Path]] = {
     "llava": build_tiny_llava,
     "gemma3": build_tiny_gemma3,
     "idefics3": build_tiny_idefics3,
+    "qwen2_vl": build_tiny_qwen2_vl,
     "qwen2_5_vl": build_tiny_qwen2_5_vl,
     "qwen3_vl": build_tiny_qwen3_vl,
     "internvl": build_tiny_internvl,

@@ -10,7 +10,7 @@ For every wrapper in :data:`gmai_hf.vlmevalkit_prompts.WRAPPERS` this runs, on t
 
 and compares the user text the server received with VLMEvalKit's text (and, where VLMEvalKit's
 wrapper sets one, the system prompt). The rows are the bundled sample's validation questions plus
-edge rows: Chinese text, two options, stray whitespace.
+edge rows: Chinese text, two options, stray whitespace, no options (English and Chinese).
 
 The wrappers are built without their ``__init__`` (no weights): the attributes ``__init__`` sets
 to literals (``self.x = '...'``, ``self.x = kwargs.pop('x', '...')``, a parameter's default) are
@@ -83,6 +83,8 @@ EDGE_ROWS = [
     {"question": "这张图像显示的是哪种器官？", "A": "肝脏", "B": "肾脏", "C": "脾脏", "D": "", "E": ""},
     {"question": "Is the lesion benign?", "A": "yes", "B": "no", "C": "", "D": "", "E": ""},
     {"question": "  Which modality\nwas used?  ", "A": "CT", "B": "MRI", "C": "X-ray", "D": "PET", "E": ""},
+    {"question": "Describe the abnormality.", "A": "", "B": "", "C": "", "D": "", "E": ""},
+    {"question": "请描述图像中的异常。", "A": "", "B": "", "C": "", "D": "", "E": ""},
 ]
 
 
@@ -364,9 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 own, message = vlmevalkit_message(model, dataset, row)
                 custom.add(own)
                 texts = [item["value"] for item in message if item["type"] == "text"]
-                # a text before the image is an instruction in the system's place (MiniCPM, no options)
-                system = texts[0] if len(texts) > 1 else getattr(model, "system_prompt", None) or None
-                theirs.append((system, texts[-1].strip() if rule.strip else texts[-1]))
+                texts[-1] = texts[-1].strip() if rule.strip else texts[-1]
+                # every text item, in order (MiniCPM puts an instruction before the image)
+                theirs.append((getattr(model, "system_prompt", None) or None, "\n".join(texts)))
             ours = what_the_server_receives(Path(scratch), name, Path(scratch) / name)
             ours_count = collections.Counter(text for _, text in ours)
             theirs_count = collections.Counter(text for _, text in theirs)

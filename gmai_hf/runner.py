@@ -350,8 +350,12 @@ class QuestionDataset:
                 except ValueError as error:  # what the wrapper itself would fail on
                     raise QuestionError(f"image of question {index}: {self.prompt_style}: {error}") from error
             system, prompt = prompts.build_messages(row, self.prompt_style)
-            detail = vlmevalkit_prompts.rule_for(self.prompt_style).image_detail
-            question = Question(index, prompt, prompts.present_options(row), image, system, detail)
+            rule = vlmevalkit_prompts.rule_for(self.prompt_style)
+            lead = None
+            if rule.system_before_image:
+                lead, system = system, None
+            options = prompts.present_options(row)
+            question = Question(index, prompt, options, image, system, lead, rule.image_detail)
             prepared = self.preparer(question)
             prepared.cost = prepared.cost or len(prompt)
             return prepared

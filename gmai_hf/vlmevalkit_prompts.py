@@ -63,6 +63,9 @@ class Rule:
     system: str | None = None
     #: The wrapper's generation length for an MCQ dataset (the default of ``--max-new-tokens``).
     max_new_tokens: int = 2048
+    #: The system text goes in the user turn, before the image (MiniCPM: ``build_prompt`` puts it
+    #: there as a text item; the model sees no system role).
+    system_before_image: bool = False
     #: Beam search (MiniCPM); only the transformers backend can reproduce it.
     num_beams: int = 1
     #: What the wrapper does to the image before the model sees it.
@@ -112,6 +115,7 @@ WRAPPERS: dict[str, Rule] = {
         "minicpm",
         "\n" + _LLAVA_EN,
         system="Carefully read the following question Answer the question directly.",
+        system_before_image=True,
         num_beams=3,
     ),
     # the transformers path's default system prompt (its vLLM path sends none)

@@ -366,3 +366,23 @@ def test_internvl_is_tiled_as_vlmevalkit_tiles_it(tiny: dict[str, Path]) -> None
     assert plain.features["pixel_values"].shape[0] == 4 + 1
     assert vp.family_of("vlmevalkit:InternVLChat@e8e78f0", "internvl")
     assert not vp.family_of("vlmevalkit:InternVLChat@e8e78f0", "llava")  # --prompt llava on LLaVA
+
+
+def test_minicpms_instruction_without_options_goes_before_the_image() -> None:
+    """MiniCPM's ``build_prompt`` puts it as a text item ahead of the image, not as a system turn."""
+    from gmai_hf.backends.base import Question
+    from gmai_hf.backends.openai import OpenAIPreparer
+
+    assert vp.WRAPPERS["MiniCPM_V_2_6"].system_before_image
+    lead, text = vp.build(BARE_ROW, "vlmevalkit:MiniCPM_V_2_6@e8e78f0")
+    buffer = io.BytesIO()
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG")
+    question = Question(0, text, {}, buffer.getvalue(), lead=lead)
+    messages = OpenAIPreparer()(question).features["messages"]
+    assert [m["role"] for m in messages] == ["user"]
+    parts = messages[0]["content"]
+    assert [p["type"] for p in parts] == ["text", "image_url", "text"]
+    assert parts[0]["text"] == "Carefully read the following question Answer the question directly."
+    assert parts[2]["text"] == "Question: Which organ is shown?\n"

@@ -50,6 +50,8 @@ class Question:
     image_bytes: bytes | None = None
     #: The system prompt the run's VLMEvalKit wrapper sets, if any.
     system: str | None = None
+    #: Text before the image in the user turn, where the wrapper puts an instruction there (MiniCPM).
+    lead: str | None = None
     #: The ``detail`` of the image an OpenAI-style VLMEvalKit wrapper sends (GPT4V: ``low``).
     detail: str | None = None
 

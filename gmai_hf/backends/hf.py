@@ -86,7 +86,9 @@ class HFPreparer:
         kwargs: dict[str, Any] = dict(self.processor_kwargs)
         if self.use_chat_template:
             system = [{"role": "system", "content": [{"type": "text", "text": question.system}]}]
-            user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question.prompt}]}
+            lead = [{"type": "text", "text": question.lead}][: bool(question.lead)]
+            parts = [*lead, {"type": "image"}, {"type": "text", "text": question.prompt}]
+            user = {"role": "user", "content": parts}
             messages = [*system[: bool(question.system)], user]
             text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             # as ``processor.apply_chat_template(tokenize=True)`` does: a template that writes the BOS
@@ -96,7 +98,7 @@ class HFPreparer:
                 kwargs["add_special_tokens"] = False
         else:
             # the image placeholder first, the rest is the processor's job
-            text = f"{getattr(self.processor, 'image_token', '')}{question.prompt}"
+            text = f"{question.lead or ''}{getattr(self.processor, 'image_token', '')}{question.prompt}"
         # images nested per sample (one list per text), the form every processor accepts
         image = question.image  # decoded here, in the worker
         features = dict(self.processor(images=[[image]], text=[text], return_tensors="pt", **kwargs))

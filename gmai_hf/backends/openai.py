@@ -59,7 +59,9 @@ class OpenAIPreparer:
         data = self.image_bytes(question)
         url = f"data:{mime_type(data)};base64,{base64.b64encode(data).decode('ascii')}"
         image_url = {"url": url, **({"detail": question.detail} if question.detail else {})}
+        lead = [{"type": "text", "text": question.lead}]
         content = [
+            *lead[: bool(question.lead)],
             {"type": "image_url", "image_url": image_url},
             {"type": "text", "text": question.prompt},
         ]

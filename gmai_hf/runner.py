@@ -324,6 +324,7 @@ class QuestionDataset:
     ) -> None:
         self.ds = ds if needs_image else ds.remove_columns("image")
         self.prompt_style = prompt_style
+        self.rule = vlmevalkit_prompts.rule_for(prompt_style)
         self.protocol = protocol
         self.preparer = preparer
         self.needs_image = needs_image
@@ -350,12 +351,11 @@ class QuestionDataset:
                 except ValueError as error:  # what the wrapper itself would fail on
                     raise QuestionError(f"image of question {index}: {self.prompt_style}: {error}") from error
             system, prompt = prompts.build_messages(row, self.prompt_style)
-            rule = vlmevalkit_prompts.rule_for(self.prompt_style)
             lead = None
-            if rule.system_before_image:
+            if self.rule.system_before_image:
                 lead, system = system, None
             options = prompts.present_options(row)
-            question = Question(index, prompt, options, image, system, lead, rule.image_detail)
+            question = Question(index, prompt, options, image, system, lead, self.rule.image_detail)
             prepared = self.preparer(question)
             prepared.cost = prepared.cost or len(prompt)
             return prepared

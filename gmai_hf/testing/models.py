@@ -376,33 +376,14 @@ def build_tiny_qwen2_5_vl(path: str | Path, seed: int = 0) -> Path:
     of tokens (4 to 16) and the rows of ``pixel_values`` depend on the image's size, as in Qwen2.5-VL.
     Needs ``torchvision`` (for the video processor the processor requires).
     """
-    import torch
-    from transformers import (
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessorPil,
-        Qwen2VLVideoProcessor,
-    )
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 
-    tokenizer = _qwen_vl_tokenizer()
     merge = 2  # 2 x 2 patches make one token
-    sizes = _qwen_vl_sizes(PATCH_SIZE, merge)
-    processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessorPil(**sizes),
-        tokenizer=tokenizer,
-        # required (and needs torchvision), though videos are never given
-        video_processor=Qwen2VLVideoProcessor(**sizes),
-        chat_template=QWEN2_5_VL_CHAT_TEMPLATE,
-    )
-    text = _qwen_text(
-        tokenizer,
-        # the rotary half of each 16-wide head split over (time, height, width)
-        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [2, 3, 3]},
-    )
-    config = Qwen2_5_VLConfig(
-        text_config=text,
-        vision_config={
+    return _build_qwen2_vl_like(
+        path,
+        seed,
+        (Qwen2_5_VLProcessor, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration),
+        lambda width: {
             "depth": 2,
             "hidden_size": 32,
             "intermediate_size": 64,
@@ -411,52 +392,59 @@ def build_tiny_qwen2_5_vl(path: str | Path, seed: int = 0) -> Path:
             "spatial_merge_size": merge,
             "window_size": 4 * PATCH_SIZE * merge,  # attention within 4 x 4 token windows
             "fullatt_block_indexes": [1],
-            "out_hidden_size": text["hidden_size"],
+            "out_hidden_size": width,
         },
-        **_qwen_vl_token_ids(tokenizer),
     )
-    return _save(path, processor, lambda: Qwen2_5_VLForConditionalGeneration(config), seed, torch)
 
 
 def build_tiny_qwen2_vl(path: str | Path, seed: int = 0) -> Path:
     """A tiny Qwen2-VL (full-attention ViT + Qwen2 text model with multimodal RoPE): as
     :func:`build_tiny_qwen2_5_vl`, with Qwen2-VL's vision tower. Needs ``torchvision``."""
-    import torch
-    from transformers import (
-        Qwen2VLConfig,
-        Qwen2VLForConditionalGeneration,
-        Qwen2VLImageProcessorPil,
-        Qwen2VLProcessor,
-        Qwen2VLVideoProcessor,
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+
+    return _build_qwen2_vl_like(
+        path,
+        seed,
+        (Qwen2VLProcessor, Qwen2VLConfig, Qwen2VLForConditionalGeneration),
+        lambda width: {
+            "depth": 2,
+            "embed_dim": 32,
+            "hidden_size": width,  # the merger's output: the text model's width
+            "mlp_ratio": 2,
+            "num_heads": 2,
+            "patch_size": PATCH_SIZE,
+            "spatial_merge_size": 2,
+        },
     )
 
+
+def _build_qwen2_vl_like(
+    path: str | Path, seed: int, classes: tuple[Any, Any, Any], vision: Callable[[int], dict[str, Any]]
+) -> Path:
+    """Qwen2-VL and Qwen2.5-VL: the same processor, text model and tokens; ``vision`` is the vision
+    tower's config for a text model of the given width; ``classes`` (processor, config, model)."""
+    import torch
+    from transformers import Qwen2VLImageProcessorPil, Qwen2VLVideoProcessor
+
+    processor_class, config_class, model_class = classes
     tokenizer = _qwen_vl_tokenizer()
-    merge = 2
-    sizes = _qwen_vl_sizes(PATCH_SIZE, merge)
-    processor = Qwen2VLProcessor(
+    sizes = _qwen_vl_sizes(PATCH_SIZE, 2)  # 2 x 2 patches make one token
+    processor = processor_class(
         image_processor=Qwen2VLImageProcessorPil(**sizes),
         tokenizer=tokenizer,
+        # required (and needs torchvision), though videos are never given
         video_processor=Qwen2VLVideoProcessor(**sizes),
         chat_template=QWEN2_5_VL_CHAT_TEMPLATE,  # Qwen2-VL's is the same
     )
     text = _qwen_text(
         tokenizer,
+        # the rotary half of each 16-wide head split over (time, height, width)
         rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [2, 3, 3]},
     )
-    config = Qwen2VLConfig(
-        text_config=text,
-        vision_config={
-            "depth": 2,
-            "embed_dim": 32,
-            "hidden_size": text["hidden_size"],  # the merger's output: the text model's width
-            "mlp_ratio": 2,
-            "num_heads": 2,
-            "patch_size": PATCH_SIZE,
-            "spatial_merge_size": merge,
-        },
-        **_qwen_vl_token_ids(tokenizer),
+    config = config_class(
+        text_config=text, vision_config=vision(text["hidden_size"]), **_qwen_vl_token_ids(tokenizer)
     )
-    return _save(path, processor, lambda: Qwen2VLForConditionalGeneration(config), seed, torch)
+    return _save(path, processor, lambda: model_class(config), seed, torch)
 
 
 def build_tiny_qwen3_vl(path: str | Path, seed: int = 0) -> Path:
